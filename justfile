@@ -1,0 +1,42 @@
+# One recipe per job. `just --list` shows them. Every recipe runs inside ./.venv (made by `setup`).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := ".venv/bin/python"
+export HF_HUB_OFFLINE := "1"
+export PYTHONUNBUFFERED := "1"
+
+# Train HyperNAS on the default config (NB201, CIFAR-10 labels, 156 cells, CPU profile); extra args are key=value overrides
+train *ARGS: setup
+    {{python}} -m pipeline.train {{ARGS}}
+
+# Run the test suite (what CI runs)
+test *ARGS: setup
+    {{python}} -m pytest -q {{ARGS}}
+
+# Create ./.venv and install the pinned dependencies (idempotent, quiet when already done)
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+    [ -f "$stamp" ] && exit 0
+    [ -x {{python}} ] || python3 -m venv .venv
+    {{python}} -m pip install -q --upgrade pip
+    {{python}} -m pip install -q -e ".[dev,distributed,sweep]"
+    rm -f .venv/.installed-* && touch "$stamp"
+
+# Prepare data: NB201 table -> Parquet, CIFAR-10 -> WebDataset shards (the trainer also does this when missing)
+prepare benchmark_dir="../shared/data/nasbench201" images="../shared/data/cifar10/cifar10_subset.npz": setup
+    {{python}} -m data_prep.tables nb201 --benchmark-dir {{benchmark_dir}} --out prepared/tables/nb201.parquet
+    {{python}} -m data_prep.images --source {{images}} --out prepared/shards/cifar10 --dataset cifar10
+
+# Kendall tau (mean ± std over seeds) of NP / HyperNAS-P / HyperNAS at several training sizes, same splits
+bench-predictor *ARGS: setup
+    {{python}} -m benchmarks.predictor {{ARGS}}
+
+# Time to score the whole NB201 space (hypernetwork off) and step-time ratio HyperNAS / HyperNAS-P
+bench-speed *ARGS: setup
+    {{python}} -m benchmarks.speed {{ARGS}}
+
+# Regenerate configs/README.md (the documentation of every config key)
+docs: setup
+    {{python}} -m pipeline.config --doc > configs/README.md

@@ -1,0 +1,368 @@
+"""Typed job config: dataclasses loaded from YAML, overridden from the command line, validated once.
+
+Config flows one way: `load_config(path, overrides)` -> `Config` -> the trainer. Every key has a
+`help` text (`python -m pipeline.config --doc` prints them all; configs/README.md is generated from
+it), unknown keys are an error that names the key and suggests the closest known one, and the
+resolved config is written into every run directory.
+
+Overrides use dotted keys: `train.epochs=5 model.variant=np loss.q=2`. Values are parsed as YAML
+(`5` is an int, `[0.5, 0.75]` a list, `null` None).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text (mutable defaults go through default_factory)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class DataConfig:
+    table: str = _f("prepared/tables/nb201.parquet",
+                    "Parquet table of architectures and labels (data_prep.tables schema). Built from "
+                    "`benchmark_dir` when missing and `prepare` is true.")
+    benchmark_dir: str = _f("../shared/data/nasbench201",
+                            "Directory holding the raw benchmark files the table is built from.")
+    train_label: str = _f("cifar10_valid_val_200ep",
+                          "Table column the predictor is trained on (METHOD.md §7: validation accuracy).")
+    eval_label: str = _f("cifar10_test_200ep",
+                         "Table column Kendall tau / Spearman are computed against (test accuracy).")
+    label_range: list = _f([0.0, 100.0], "Allowed [min, max] of label values; outside it is an error.")
+    num_train: int = _f(156, "Number of training architectures drawn from the pool (seeded by train.seed).")
+    val_archs: int = _f(200, "Held-out architectures (not in the training set) for the per-epoch "
+                             "validation tau on `train_label`; 0 disables it.")
+    aux_source: str = _f("../shared/data/cifar10/cifar10_subset.npz",
+                         "Image source for the auxiliary task (npz, CIFAR python batches dir, "
+                         "ImageNet16 batches or an ImageFolder); sharded into `aux_shards` when missing.")
+    aux_shards: str = _f("prepared/shards/cifar10", "Directory of WebDataset shards + manifest of the aux images.")
+    aux_dataset: str = _f("cifar10", "Dataset name in the shard file names (`{dataset}-{split}-000000.tar`).")
+    aux_split: str = _f("train", "Shard split the auxiliary task trains on.")
+    aux_eval_split: str = _f("test", "Shard split the generated networks are scored on (HyperNAS-H).")
+    prepare: bool = _f(True, "Build the table / shards when they are missing (false: error instead).")
+
+
+@dataclass
+class SpaceConfig:
+    name: str = _f("nb201", "Search space (pipeline.spaces registry): nb201, ...")
+    cells_per_stage: int = _f(5, "Cells per stage of the *encoded* benchmark network (NB201: N=5).")
+    prune: bool = _f(True, "Drop 'none' ops and ops on no input->output path from cell graphs, "
+                           "so functionally identical cells encode alike.")
+
+
+@dataclass
+class EncoderConfig:
+    layers: int = _f(6, "Bidirectional GCN layers (METHOD.md §2: 6 for NB101/NB201/MobileNetV3).")
+    hidden: int = _f(72, "GCN hidden width.")
+    dropout: float = _f(0.1, "Dropout after each GCN layer.")
+    connectivity: str = _f("sum", "How cell i sees cell i-1: `sum` (h0 = embed(V) + z) or `concat` "
+                                  "(h0 = W[embed(V); z]).")
+
+
+@dataclass
+class RegressorConfig:
+    hidden: int = _f(128, "Hidden width of the accuracy regressor MLP.")
+    layers: int = _f(2, "Hidden layers of the regressor MLP.")
+    dropout: float = _f(0.0, "Dropout in the regressor MLP.")
+
+
+@dataclass
+class HyperConfig:
+    layers: int = _f(3, "Hypernetwork MLP layers (shared by all nodes).")
+    hidden: int = _f(96, "Hypernetwork hidden width.")
+    target_channels: int = _f(16, "Width C of the target network's first stage (stages C, 2C, 4C).")
+    target_cells_per_stage: int = _f(5, "Cells per stage of the target network (independent of the "
+                                        "encoded network: a cheap target can serve on a CPU).")
+    images_per_arch: int = _f(128, "Auxiliary images per architecture per step.")
+    image_size: int = _f(32, "Aux images are resized to this side (32 = CIFAR native).")
+    augment: bool = _f(True, "Random crop (pad 4) + horizontal flip on aux images.")
+
+
+@dataclass
+class ModelConfig:
+    variant: str = _f("hypernas", "Predictor variant: np, hypernas_p, hypernas_h, hypernas (METHOD.md §6).")
+    encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"help": "GCN encoder."})
+    regressor: RegressorConfig = field(default_factory=RegressorConfig, metadata={"help": "Regressor."})
+    hyper: HyperConfig = field(default_factory=HyperConfig, metadata={"help": "Hypernetwork + target net."})
+
+
+@dataclass
+class LossConfig:
+    weighting: str = _f("adaptive", "Multi-task weighting: adaptive (HyperNAS, q), uncertainty "
+                                    "(Kendall et al.), fixed.")
+    q: float = _f(1.5, "Preference factor q of the adaptive loss.")
+    reading: str = _f("B", "Adaptive-loss transcription: B = sum L^(q-1) L/(2u^2) + ln(1+u^2); "
+                           "A = sum L^(q-1)/(2u^2) + ln(1+u^2).")
+    detach_power: Optional[bool] = _f(None, "Detach the L^(q-1) factor (it then acts as a weight). null = "
+                                            "auto: detached for reading B, not for A (where it is the whole term).")
+    init: float = _f(1.0, "Initial value of the learnable task weights u_t.")
+    fixed_weights: dict = _f({}, "Per-task weights for `fixed` (e.g. {pred: 1.0, hyper: 0.1}).")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(200, "Epochs; one epoch is one pass over the training architectures.")
+    lr: float = _f(1e-3, "Adam learning rate.")
+    weight_decay: float = _f(0.0, "Adam weight decay (METHOD.md: 1e-3 collapsed an NP to a constant).")
+    lr_milestones: list = _f([0.5, 0.75], "Fractions of `epochs` at which the LR is multiplied by lr_gamma.")
+    lr_gamma: float = _f(0.5, "LR decay factor at each milestone.")
+    accumulate: int = _f(10, "Architectures per optimizer update (the paper accumulates 10 single-arch steps).")
+    micro_batch: int = _f(0, "Architectures per forward pass (0 = accumulate). Each architecture keeps its "
+                             "own loss and image batch, so this changes speed, not the gradient.")
+    seed: int = _f(0, "Seed of the training subset, initialisation, data order and augmentation.")
+    deterministic: bool = _f(True, "torch.use_deterministic_algorithms (CPU: exact resume).")
+    threads: int = _f(0, "torch intra-op threads (0 = all cores).")
+    grad_clip: float = _f(0.0, "Clip the gradient norm to this value (0 = off).")
+
+
+@dataclass
+class EvalConfig:
+    every: int = _f(10, "Validation tau every N epochs (0 = only at the end).")
+    batch_size: int = _f(2048, "Architectures per forward pass when scoring the space.")
+    hyper_archs: int = _f(64, "HyperNAS-H: architectures whose generated networks are scored on aux_eval_split.")
+    hyper_images: int = _f(500, "HyperNAS-H: aux eval images per scored architecture.")
+
+
+@dataclass
+class RunConfig:
+    root: str = _f("runs", "Parent directory of run directories.")
+    name: str = _f("", "Run directory name ('' = {space}-{variant}-n{num_train}-s{seed}).")
+    resume: bool = _f(True, "Continue from the run directory's latest checkpoint when one exists.")
+    keep_checkpoints: int = _f(2, "Epoch checkpoints kept (the latest ones).")
+    log_every: int = _f(20, "Optimizer updates between JSONL/TensorBoard log lines.")
+    tensorboard: bool = _f(True, "Write TensorBoard event files.")
+    progress: bool = _f(True, "Show a tqdm progress bar (plain log lines when stderr is no terminal).")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Tables, labels and aux images."})
+    space: SpaceConfig = field(default_factory=SpaceConfig, metadata={"help": "Search space."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Predictor."})
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Multi-task loss."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Run directory and logging."})
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overriding, validating
+
+
+def _resolve_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check/convert a YAML value to the field's declared type; name the key on failure."""
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        return _build(typ, value, key + ".")
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} must be true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+    if typ in (list, dict):
+        if isinstance(value, typ):
+            return value
+        raise ConfigError(f"config key {key!r} must be a {typ.__name__}, got {value!r}")
+    return value
+
+
+def _unknown(key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; known keys here: {', '.join(known)}")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    known = [f.name for f in fields(cls)]
+    kwargs = {}
+    for name, value in values.items():
+        if name not in known:
+            raise _unknown(prefix + str(name), known)
+        kwargs[name] = _coerce(value, _resolve_type(cls, name), prefix + name)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_override(tree: dict, assignment: str) -> None:
+    """Apply `a.b.c=value` to a nested dict in place (unknown keys are caught by `_build`)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form key=value")
+    key, raw = assignment.split("=", 1)
+    key = key.strip().lstrip("-")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {assignment!r}: value is not valid YAML ({e})") from None
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a config YAML; `base: other.yaml` (relative to the file) is merged underneath."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    base = tree.pop("base", None)
+    if base is not None:
+        tree = _deep_merge(read_yaml(path.parent / base), tree)
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    tree = read_yaml(path) if path else {}
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    cfg = _build(Config, tree)
+    validate(cfg)
+    return cfg
+
+
+def replace(cfg: Config, *overrides: str) -> Config:
+    """A copy of `cfg` with dotted overrides applied (used by sweeps and benchmarks)."""
+    tree = to_dict(cfg)
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    new = _build(Config, tree)
+    validate(new)
+    return new
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express; each names the key."""
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"config key {key!r}: {msg}")
+
+    need(cfg.data.num_train >= 1, "data.num_train", "must be >= 1")
+    need(cfg.data.val_archs >= 0, "data.val_archs", "must be >= 0")
+    need(len(cfg.data.label_range) == 2 and cfg.data.label_range[0] < cfg.data.label_range[1],
+         "data.label_range", "must be [min, max] with min < max")
+    need(cfg.space.cells_per_stage >= 1, "space.cells_per_stage", "must be >= 1")
+    need(cfg.model.encoder.layers >= 1, "model.encoder.layers", "must be >= 1")
+    need(cfg.model.encoder.hidden >= 1, "model.encoder.hidden", "must be >= 1")
+    need(cfg.model.encoder.connectivity in ("sum", "concat"), "model.encoder.connectivity",
+         f"must be 'sum' or 'concat', got {cfg.model.encoder.connectivity!r}")
+    need(0.0 <= cfg.model.encoder.dropout < 1.0, "model.encoder.dropout", "must be in [0, 1)")
+    need(cfg.model.hyper.target_channels >= 1, "model.hyper.target_channels", "must be >= 1")
+    need(cfg.model.hyper.target_cells_per_stage >= 1, "model.hyper.target_cells_per_stage", "must be >= 1")
+    need(cfg.model.hyper.images_per_arch >= 1, "model.hyper.images_per_arch", "must be >= 1")
+    need(cfg.model.hyper.image_size >= 8, "model.hyper.image_size", "must be >= 8")
+    need(cfg.loss.q > 0, "loss.q", "must be > 0")
+    need(cfg.loss.reading in ("A", "B"), "loss.reading", f"must be 'A' or 'B', got {cfg.loss.reading!r}")
+    need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    need(cfg.train.lr > 0, "train.lr", "must be > 0")
+    need(cfg.train.accumulate >= 1, "train.accumulate", "must be >= 1")
+    need(cfg.train.micro_batch >= 0, "train.micro_batch", "must be >= 0")
+    need(all(isinstance(m, (int, float)) and 0 < m < 1 for m in cfg.train.lr_milestones),
+         "train.lr_milestones", "must be fractions of the epochs in (0, 1)")
+    need(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints", "must be >= 1")
+    # Registries validate names (space, variant, weighting) where they are built, listing the options.
+    from pipeline.spaces import SPACES
+    from pipeline.models.predictor import VARIANTS
+    from pipeline.loss import WEIGHTINGS  # noqa: F401
+    SPACES.get(cfg.space.name)
+    VARIANTS.get(cfg.model.variant)
+    WEIGHTINGS.get(cfg.loss.weighting)
+
+
+def run_name(cfg: Config) -> str:
+    return cfg.run.name or f"{cfg.space.name}-{cfg.model.variant}-n{cfg.data.num_train}-s{cfg.train.seed}"
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Documentation of every key
+
+
+def iter_keys(cls: type = Config, prefix: str = ""):
+    """Yield (dotted key, type name, default, help) for every leaf key."""
+    default = cls()
+    for f in fields(cls):
+        typ = _resolve_type(cls, f.name)
+        if dataclasses.is_dataclass(typ):
+            yield from iter_keys(typ, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, getattr(typ, "__name__", str(typ)), getattr(default, f.name), f.metadata.get("help", "")
+
+
+def markdown_doc() -> str:
+    lines = ["# Config keys", "",
+             "Generated by `python -m pipeline.config --doc`; do not edit by hand. Override any key on the "
+             "command line as `key=value`, e.g. `train.epochs=5`.", "",
+             "| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, typ, default, help in iter_keys():
+        lines.append(f"| `{key}` | {typ} | `{default!r}` | {help} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if "--doc" in sys.argv:
+        print(markdown_doc(), end="")
+    else:
+        args = [a for a in sys.argv[1:]]
+        path = args.pop(0) if args and "=" not in args[0] else None
+        print(dump_yaml(load_config(path, args)), end="")

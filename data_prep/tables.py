@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import re
 import sys
@@ -54,7 +53,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -64,8 +63,6 @@ import pyarrow.parquet as pq
 from pipeline.errors import ArchError, DataError, UserError
 from pipeline.spaces import SearchSpace, get_space
 from pipeline.utils.io import atomic_path
-
-log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META_KEY = b"hypernas"
@@ -148,23 +145,35 @@ def _require_columns(path: Path, table: pa.Table, columns: Sequence[str]) -> Non
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(table.column_names)}")
 
 
-def canonical_archs(path: Path, column: str, values: Sequence[Any], space: SearchSpace,
-                    cache: dict[Any, str] | None = None) -> list[str]:
+class ArchCache:
+    """Canonical strings and parsed archs; each distinct text is parsed once (the same arch shows up
+    in several files, as an arch string in one and a NASLib tuple in another)."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        self.canonical: dict[Any, str] = {}  # source text -> canonical string
+        self.parsed: dict[str, Any] = {}  # canonical string -> the space's arch object
+
+    def canon(self, text: Any) -> str:
+        c = self.canonical.get(text)
+        if c is None:
+            arch = self.space.parse(text)
+            c = self.canonical[text] = self.space.to_str(arch)
+            self.parsed[c] = arch
+        return c
+
+
+def canonical_archs(path: Path, column: str, values: Sequence[Any], cache: ArchCache) -> list[str]:
     """Canonical arch strings of a column; a bad entry -> DataError naming file, column, row and arch."""
-    cache = {} if cache is None else cache
     out = []
     for row, text in enumerate(values):
-        canon = cache.get(text)
-        if canon is None:
-            if text is None:
-                raise DataError(f"{path}: column {column!r}, {_row_where(path, row)}: empty architecture")
-            try:
-                canon = space.to_str(space.parse(text))
-            except ArchError as e:
-                raise DataError(f"{path}: column {column!r}, {_row_where(path, row)}: bad architecture "
-                                f"{text!r}: {e}") from e
-            cache[text] = canon
-        out.append(canon)
+        if text is None:
+            raise DataError(f"{path}: column {column!r}, {_row_where(path, row)}: empty architecture")
+        try:
+            out.append(cache.canon(text))
+        except ArchError as e:
+            raise DataError(f"{path}: column {column!r}, {_row_where(path, row)}: bad architecture "
+                            f"{text!r}: {e}") from e
     return out
 
 
@@ -219,16 +228,20 @@ def _index_column(path: Path, table: pa.Table, name: str) -> np.ndarray:
     col = table[name]
     if not pa.types.is_integer(col.type) or col.null_count:
         raise DataError(f"{path}: index column {name!r} must hold integers without gaps, got {col.type}")
-    idx = col.to_numpy().astype(np.int64)
-    if len(np.unique(idx)) != len(idx):
-        raise DataError(f"{path}: index column {name!r} has repeated values")
-    return idx
+    return col.to_numpy().astype(np.int64)
+
+
+def check_index_unique(part: Part) -> None:
+    # checked after the archs: a duplicated row is better reported by its arch than by its index
+    if part.index is not None and len(np.unique(part.index)) != len(part.index):
+        values, counts = np.unique(part.index, return_counts=True)
+        raise DataError(f"{part.path}: index column has repeated values: {_examples(values[counts > 1].tolist())}")
 
 
 # --------------------------------------------------------------------------- NB201
 
 
-def _nb201_test_200ep(path: Path, space: SearchSpace, cache: dict) -> Part:
+def _nb201_test_200ep(path: Path, cache: ArchCache) -> Part:
     table = read_source(path, string_columns=["ArchitectureString"])
     _require_columns(path, table, ["ArchitectureString"])
     columns = {}
@@ -239,22 +252,22 @@ def _nb201_test_200ep(path: Path, space: SearchSpace, cache: dict) -> Part:
             columns[f"{ds}_test_200ep"] = _float_array(table[name])
     if not columns:
         raise DataError(f"{path}: no <dataset>TestAccuracy200Epochs column; columns: {', '.join(table.column_names)}")
-    archs = canonical_archs(path, "ArchitectureString", table["ArchitectureString"].to_pylist(), space, cache)
+    archs = canonical_archs(path, "ArchitectureString", table["ArchitectureString"].to_pylist(), cache)
     # row i is benchmark index i (SOURCES.md)
     return Part(path, archs, columns, index=np.arange(len(archs), dtype=np.int64), full=True)
 
 
-def _nb201_val_200ep(path: Path, space: SearchSpace, cache: dict) -> Part:
+def _nb201_val_200ep(path: Path, cache: ArchCache) -> Part:
     ds = path.name[len("nb201_"):-len("_val_acc_robustness.csv")]
     # NB201 calls CIFAR-10's train/valid split "cifar10-valid"; other datasets have a plain valid split
     label = "cifar10_valid_val_200ep" if ds == "cifar10" else f"{snake_case(ds)}_val_200ep"
-    table = read_source(path, string_columns=["net"], include=None)
+    table = read_source(path, string_columns=["net"])
     _require_columns(path, table, ["net", "val_accs"])
-    archs = canonical_archs(path, "net", table["net"].to_pylist(), space, cache)
+    archs = canonical_archs(path, "net", table["net"].to_pylist(), cache)
     return Part(path, archs, {label: _float_array(table["val_accs"])}, full=True)
 
 
-def _nb201_12ep(path: Path, space: SearchSpace, cache: dict) -> Part:
+def _nb201_12ep(path: Path, cache: ArchCache) -> Part:
     table = read_source(path, string_columns=["arch_str"])
     _require_columns(path, table, ["arch_str"])
     columns = {}
@@ -264,14 +277,14 @@ def _nb201_12ep(path: Path, space: SearchSpace, cache: dict) -> Part:
         m = re.fullmatch(r"(.+?)_?valid_val_12ep", name)
         out = f"{snake_case(m.group(1))}_valid_val_12ep" if m else snake_case(name)
         columns[out] = _float_array(table[name])
-    archs = canonical_archs(path, "arch_str", table["arch_str"].to_pylist(), space, cache)
+    archs = canonical_archs(path, "arch_str", table["arch_str"].to_pylist(), cache)
     index = _index_column(path, table, "index") if "index" in table.column_names else None
     return Part(path, archs, columns, index=index, full=True)
 
 
-def _nb201_cost(path: Path, space: SearchSpace, cache: dict) -> Part:
+def _nb201_cost(path: Path, cache: ArchCache) -> Part:
     table = read_source(path, string_columns=["net"], include=["net", "flops", "params"])
-    archs = canonical_archs(path, "net", table["net"].to_pylist(), space, cache)
+    archs = canonical_archs(path, "net", table["net"].to_pylist(), cache)
     check_unique(path, archs)
     return Part(path, archs, {c: _float_array(table[c]) for c in COST_COLUMNS})
 
@@ -283,7 +296,7 @@ def nb201_source_files(benchmark_dir: str | os.PathLike) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _nb201_reader(path: Path) -> Callable[[Path, SearchSpace, dict], Part]:
+def _nb201_reader(path: Path) -> Callable[[Path, ArchCache], Part]:
     if path.name == NB201_TEST_200EP:
         return _nb201_test_200ep
     if path.name == NB201_12EP:
@@ -304,26 +317,27 @@ def build_nb201_table(benchmark_dir: str | os.PathLike) -> pa.Table:
     if not label_files:
         expected = [NB201_TEST_200EP, NB201_VAL_200EP_GLOB.replace("*", "<dataset>"), NB201_12EP]
         raise DataError(f"{d}: no NB201 label file found; expected at least one of: {', '.join(expected)}")
-    cache: dict[Any, str] = {}  # the same arch text shows up in several files
+    cache = ArchCache(space)
     parts = []
     for f in files:
-        part = _nb201_reader(f)(f, space, cache)
+        part = _nb201_reader(f)(f, cache)
         if part.full:
             check_full(f, part.archs, space, NB201_SIZE)
+        check_index_unique(part)
         part.sha256 = file_sha256(f)
         parts.append(part)
     index_part = next((p for p in parts if p.index is not None), parts[0])
     order = _reference_order(parts, index_part)
-    table = _assemble(space, order, parts, index_part, builder="nb201")
-    table = _add_computed_cost(table, space)
+    table = _assemble(cache, order, parts, index_part, builder="nb201")
+    table = _add_computed_cost(table, cache)
     if table.num_rows != NB201_SIZE:  # cannot happen after check_full, but the contract is 15,625 rows
         raise DataError(f"{d}: joined NB201 table has {table.num_rows} rows, expected {NB201_SIZE}")
     validate_labels(table, _meta(table)["label_columns"])
     return table
 
 
-def _add_computed_cost(table: pa.Table, space: SearchSpace) -> pa.Table:
-    costs = [space.cost(space.parse(a)) for a in table["arch"].to_pylist()]
+def _add_computed_cost(table: pa.Table, cache: ArchCache) -> pa.Table:
+    costs = [cache.space.cost(cache.parsed[a]) for a in table["arch"].to_pylist()]
     pos = table.column_names.index("iso_class")  # keep iso_class last
     for name in ("flops", "params"):
         values = pa.array([c[name] for c in costs], pa.float64())
@@ -342,18 +356,18 @@ def _reference_order(parts: list[Part], index_part: Part) -> list[str]:
     for p in parts:
         if p.index is None or p is index_part:
             continue
-        mine = p.index[[p.row_of[a] for a in index_part.archs if a in p.row_of]]
-        theirs = index_part.index[[i for i, a in enumerate(index_part.archs) if a in p.row_of]]
+        shared = [a for a in index_part.archs if a in p.row_of]
+        mine = np.array([p.index[p.row_of[a]] for a in shared], dtype=np.int64)
+        theirs = np.array([index_part.index[index_part.row_of[a]] for a in shared], dtype=np.int64)
         bad = np.flatnonzero(mine != theirs)
         if len(bad):
-            a = index_part.archs[int(np.flatnonzero([x in p.row_of for x in index_part.archs])[bad[0]])]
             raise DataError(f"{p.path} and {index_part.path} give different benchmark indices to {len(bad)} "
-                            f"architecture(s), e.g. {a}")
+                            f"architecture(s), e.g. {shared[bad[0]]} ({mine[bad[0]]} vs {theirs[bad[0]]})")
     keys = index_part.index if index_part.index is not None else np.arange(len(index_part.archs))
     return [index_part.archs[i] for i in np.argsort(keys, kind="stable")]
 
 
-def _assemble(space: SearchSpace, order: list[str], parts: list[Part], index_part: Part,
+def _assemble(cache: ArchCache, order: list[str], parts: list[Part], index_part: Part,
               builder: str, label_order: Sequence[str] | None = None) -> pa.Table:
     """Build the output table over `order` (canonical archs) from the parts' columns, joined by arch.
 
@@ -362,6 +376,7 @@ def _assemble(space: SearchSpace, order: list[str], parts: list[Part], index_par
         index = index_part.index[[index_part.row_of[a] for a in order]]
     else:
         index = np.arange(len(order), dtype=np.int64)
+    label_set = set(label_order) if label_order is not None else None
     labels: dict[str, pa.Array] = {}
     costs: dict[str, pa.Array] = {}
     sources = []
@@ -370,9 +385,10 @@ def _assemble(space: SearchSpace, order: list[str], parts: list[Part], index_par
         present = rows >= 0
         taken = []
         for name, values in p.columns.items():
-            target = costs if name in COST_COLUMNS else labels
+            is_label = name in label_set if label_set is not None else name not in COST_COLUMNS
+            target = labels if is_label else costs
             if name in labels or name in costs:
-                if name in COST_COLUMNS:
+                if not is_label:
                     continue  # cost columns come from the first input that has them
                 owner = next(s["path"] for s in sources if name in s["columns"])
                 raise DataError(f"column {name!r} comes from both {owner} and {p.path}; "
@@ -385,8 +401,8 @@ def _assemble(space: SearchSpace, order: list[str], parts: list[Part], index_par
     arrays: dict[str, pa.Array] = {"index": pa.array(index, pa.int64()), "arch": pa.array(order, pa.string())}
     arrays.update((n, labels[n]) for n in label_names)
     arrays.update(costs)
-    parsed = [space.parse(a) for a in order]
-    arrays["iso_class"] = pa.array([space.isomorphism_class(a) for a in parsed], pa.string())
+    space = cache.space
+    arrays["iso_class"] = pa.array([space.isomorphism_class(cache.parsed[a]) for a in order], pa.string())
     meta = {"space": space.name, "builder": builder, "label_columns": label_names,
             "sources": sources, "format_version": FORMAT_VERSION}
     return pa.table(arrays).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
@@ -423,15 +439,14 @@ def _detect_arch_column(path: Path, table: pa.Table, space: SearchSpace) -> str:
                     f"{'; '.join(tried) or 'none'}; name it with --arch-column / arch_column")
 
 
-def _read_generic(path: Path, space: SearchSpace, arch_column: str | None,
-                  cache: dict) -> tuple[Part, dict[str, pa.DataType]]:
+def _read_generic(path: Path, arch_column: str | None, cache: ArchCache) -> tuple[Part, dict[str, pa.DataType]]:
     """A generic input -> Part with all its numeric non-index columns, plus their types."""
     table = read_source(path, string_columns=[arch_column] if arch_column else ())
     if arch_column is None:
-        arch_column = _detect_arch_column(path, table, space)
+        arch_column = _detect_arch_column(path, table, cache.space)
     elif arch_column not in table.column_names:
         raise DataError(f"{path}: arch column {arch_column!r} not found; columns: {', '.join(table.column_names)}")
-    archs = canonical_archs(path, arch_column, table[arch_column].to_pylist(), space, cache)
+    archs = canonical_archs(path, arch_column, table[arch_column].to_pylist(), cache)
     check_unique(path, archs)
     index_name = next((c for c in table.column_names if c.lower() in INDEX_LIKE
                        and pa.types.is_integer(table[c].type)), None)
@@ -439,7 +454,9 @@ def _read_generic(path: Path, space: SearchSpace, arch_column: str | None,
     types = {c: table[c].type for c in table.column_names
              if c != arch_column and c != index_name and c.lower() not in INDEX_LIKE}
     columns = {c: _float_array(table[c]) for c, t in types.items() if _is_numeric(t)}
-    return Part(path, archs, columns, index=index, sha256=file_sha256(path)), types
+    part = Part(path, archs, columns, index=index, sha256=file_sha256(path))
+    check_index_unique(part)
+    return part, types
 
 
 def _select_labels(parts: list[Part], types: list[dict[str, pa.DataType]],
@@ -454,13 +471,13 @@ def _select_labels(parts: list[Part], types: list[dict[str, pa.DataType]],
         if not wanted:
             raise DataError(f"no numeric label column in {', '.join(str(p.path) for p in parts)}")
     else:
-        wanted = list(label_columns)
+        wanted = list(dict.fromkeys(label_columns))  # keep the order, drop repeats
     available = ", ".join(n for n in numeric) or "none"
     for name in wanted:
         if name not in numeric:
-            where = [str(p.path) for p, t in zip(parts, types) if name in t]
+            where = [(p.path, t[name]) for p, t in zip(parts, types) if name in t]
             if where:
-                raise DataError(f"{where[0]}: label column {name!r} is not numeric ({types[0].get(name)}); "
+                raise DataError(f"{where[0][0]}: label column {name!r} is not numeric ({where[0][1]}); "
                                 f"numeric columns: {available}")
             raise DataError(f"label column {name!r} not found in {', '.join(str(p.path) for p in parts)}; "
                             f"available numeric columns: {available}")
@@ -486,8 +503,8 @@ def build_generic_table(inputs: Sequence[str | os.PathLike], space: SearchSpace 
     if how not in (None, "inner"):
         raise DataError(f"unknown join {how!r}; the only join is 'inner'")
     space = get_space(space) if isinstance(space, str) else space
-    cache: dict[Any, str] = {}
-    read = [_read_generic(Path(f), space, arch_column, cache) for f in inputs]
+    cache = ArchCache(space)
+    read = [_read_generic(Path(f), arch_column, cache) for f in inputs]
     parts, types = [p for p, _ in read], [t for _, t in read]
     labels = _select_labels(parts, types, label_columns)
     common = set.intersection(*(set(p.archs) for p in parts))
@@ -504,7 +521,7 @@ def build_generic_table(inputs: Sequence[str | os.PathLike], space: SearchSpace 
     if expected_rows is not None and len(order) != expected_rows:
         raise DataError(f"joined table has {len(order)} architectures, expected {expected_rows} "
                         f"(inputs: {', '.join(f'{p.path} ({len(p.archs)} rows)' for p in parts)})")
-    table = _assemble(space, order, parts, index_part, builder="generic", label_order=labels)
+    table = _assemble(cache, order, parts, index_part, builder="generic", label_order=labels)
     if label_range is not None:
         validate_labels(table, labels, label_range)
     else:
@@ -620,7 +637,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--no-label-range", action="store_true", help="labels are not percentages: skip the range check")
     g.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     try:
         if args.command == "generic":

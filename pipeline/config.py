@@ -90,6 +90,9 @@ class HyperConfig:
     images_per_arch: int = _f(128, "Auxiliary images per architecture per step.")
     image_size: int = _f(32, "Aux images are resized to this side (32 = CIFAR native).")
     augment: bool = _f(True, "Random crop (pad 4) + horizontal flip on aux images.")
+    batched_targets: bool = _f(False, "Run a micro-batch's target networks side by side as one grouped "
+                                     "network (same result, far fewer kernel calls); false: one "
+                                     "functional_call per architecture.")
 
 
 @dataclass

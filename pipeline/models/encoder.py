@@ -31,9 +31,12 @@ class BiGCNLayer(nn.Module):
         # W⁺ and W⁻ as one matmul (half the kernel launches on the small per-cell tensors)
         self.w = nn.Linear(dim_in, 2 * dim_out)
 
-    def forward(self, h: torch.Tensor, a_fwd: torch.Tensor, a_bwd: torch.Tensor) -> torch.Tensor:
-        hf, hb = self.w(h).chunk(2, dim=-1)
-        return 0.5 * F.relu(a_fwd @ hf) + 0.5 * F.relu(a_bwd @ hb)
+    def forward(self, h: torch.Tensor, a_both: torch.Tensor) -> torch.Tensor:
+        """h (B, N, D_in); a_both (2, B, N, N) = stacked (Â, Âᵀ-normalised) -> (B, N, D_out)."""
+        B, N, _ = h.shape
+        hw = self.w(h).view(B, N, 2, -1).permute(2, 0, 1, 3)  # (2, B, N, D): W⁺ and W⁻ halves
+        # both directions in one matmul; mean over the pair = ½·ReLU(ÂVW⁺) + ½·ReLU(ÂᵀVW⁻)
+        return F.relu(a_both @ hw).mean(0)
 
 
 class GraphSequenceEncoder(nn.Module):
@@ -57,7 +60,7 @@ class GraphSequenceEncoder(nn.Module):
         types, adj = batch.node_types, batch.adj
         B, S, N = types.shape
         mask = (types >= 0).to(adj.dtype)                       # (B, S, N)
-        a_fwd, a_bwd = normalised_adjacency(adj)
+        a_both = torch.stack(normalised_adjacency(adj))          # (2, B, S, N, N)
         x0 = self.embed(torch.where(types >= 0, types, self.vocab_size))  # (B, S, N, D)
         z_prev = x0.new_zeros(B, self.hidden)
         nodes, cells = [], []
@@ -67,7 +70,7 @@ class GraphSequenceEncoder(nn.Module):
             else:
                 h = self.inject(torch.cat([x0[:, s], z_prev[:, None, :].expand(B, N, self.hidden)], -1))
             for layer in self.layers:
-                h = self.dropout(layer(h, a_fwd[:, s], a_bwd[:, s]))
+                h = self.dropout(layer(h, a_both[:, :, s]))
             m = mask[:, s, :, None]
             z_prev = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
             nodes.append(h)

@@ -103,9 +103,11 @@ class HyperNASModel(nn.Module):
         """Cross-entropy (B,) and accuracy (B,) of each architecture's generated network on its own
         image batch: images (B, n, C, H, W), labels (B, n)."""
         params = self.target_params(archs, nodes)
-        losses, accs = [], []
-        for b, arch in enumerate(archs):
-            logits = self.run_target(arch, params[b], images[b])
-            losses.append(F.cross_entropy(logits, labels[b]))
-            accs.append((logits.argmax(1) == labels[b]).float().mean())
-        return torch.stack(losses), torch.stack(accs).detach()
+        if self.hyper_cfg.batched_targets and hasattr(self.space, "run_targets"):
+            logits = self.space.run_targets(list(archs), params, images, self.hyper_cfg.target_cells_per_stage)
+        else:
+            logits = torch.stack([self.run_target(a, params[b], images[b]) for b, a in enumerate(archs)])
+        B, n, classes = logits.shape
+        ce = F.cross_entropy(logits.reshape(B * n, classes), labels.reshape(B * n), reduction="none")
+        acc = (logits.argmax(-1) == labels).float().mean(1)
+        return ce.view(B, n).mean(1), acc.detach()

@@ -17,7 +17,6 @@ import re
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ArchError
@@ -220,130 +219,16 @@ class NB201Space(SearchSpace):
         return {"conv3x3": (cmax, cmax, 3, 3), "conv1x1": (cmax, cmax, 1, 1)}
 
     def build_target(self, arch: Arch, channels: int, cells_per_stage: int, num_classes: int,
-                     device: Any = None) -> "NB201TargetNet":
+                     device: Any = None) -> TargetNet:
+        from pipeline.spaces.nb201_target import NB201TargetNet
         return NB201TargetNet(arch, channels, cells_per_stage, num_classes, self, device=device)
 
     def build_shared(self, channels: int, num_classes: int) -> nn.Module:
+        from pipeline.spaces.nb201_target import NB201Shared
         return NB201Shared(channels, num_classes)
 
-
-# ------------------------------------------------------------------------------------------------
-# Target network (NB201 macro skeleton). Conv weights come from the hypernetwork; BN never predicts
-# statistics: it always normalises with the batch's own (training-mode, no running stats).
-
-
-def _bn(x: torch.Tensor) -> torch.Tensor:
-    return F.batch_norm(x, None, None, training=True)
-
-
-class NB201Shared(nn.Module):
-    """Target parameters no encoded node owns: stem conv + BN affine, last BN affine, classifier."""
-
-    def __init__(self, channels: int, num_classes: int):
-        super().__init__()
-        C = channels
-        self.stem = nn.Conv2d(3, C, 3, padding=1, bias=False)
-        self.stem_bn = nn.BatchNorm2d(C, track_running_stats=False)
-        self.last_bn = nn.BatchNorm2d(4 * C, track_running_stats=False)
-        self.classifier = nn.Linear(4 * C, num_classes)
-
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.last_bn(x))
-        return self.classifier(x.mean((2, 3)))
-
-
-class _Cell(nn.Module):
-    """One NB201 cell restricted to its live edges: node j = sum of op(node i) over live edges (j<-i)."""
-
-    def __init__(self, arch: Arch, C: int, live: tuple[bool, ...]):
-        super().__init__()
-        self.arch = arch
-        self.live = live
-        self.convs = nn.ModuleDict()
-        for e, op in enumerate(arch):
-            if live[e] and op in ("nor_conv_1x1", "nor_conv_3x3"):
-                k = 1 if op == "nor_conv_1x1" else 3
-                self.convs[str(e)] = nn.Conv2d(C, C, k, padding=k // 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes: dict[int, torch.Tensor] = {0: x}
-        for e, ((dst, src), op) in enumerate(zip(EDGES, self.arch)):
-            if not self.live[e]:
-                continue
-            h = nodes[src]
-            if op == "skip_connect":
-                y = h
-            elif op == "avg_pool_3x3":
-                y = F.avg_pool2d(h, 3, stride=1, padding=1, count_include_pad=False)
-            else:  # ReLU -> conv -> BN, as NB201's ReLUConvBN
-                y = _bn(self.convs[str(e)](F.relu(h)))
-            nodes[dst] = y if dst not in nodes else nodes[dst] + y
-        return nodes[3] if 3 in nodes else torch.zeros_like(x)
-
-
-class _Reduction(nn.Module):
-    """NB201's residual reduction block (ResNet basic block, stride 2)."""
-
-    def __init__(self, Cin: int, Cout: int):
-        super().__init__()
-        self.conv_a = nn.Conv2d(Cin, Cout, 3, stride=2, padding=1, bias=False)
-        self.conv_b = nn.Conv2d(Cout, Cout, 3, padding=1, bias=False)
-        self.shortcut = nn.Conv2d(Cin, Cout, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _bn(self.conv_a(F.relu(x)))
-        y = _bn(self.conv_b(F.relu(y)))
-        return y + self.shortcut(F.avg_pool2d(x, 2))
-
-
-class NB201TargetNet(TargetNet):
-    """The architecture's own network: stem, 3 stages x `cells_per_stage` cells, two reductions.
-
-    Target cell j of a stage takes its weights from encoded cell floor(j * N_enc / N_target) of that
-    stage, so a shallow target (e.g. 1 cell per stage on a CPU) still draws on the whole encoding.
-    """
-
-    def __init__(self, arch: Arch, channels: int, cells_per_stage: int, num_classes: int,
-                 space: NB201Space, device: Any = None):
-        super().__init__()
-        with torch.device(device or "cpu"):
-            # compute only live edges (dead ones cannot change the output), whatever the encoding keeps
-            live = _live_edges(arch)
-            node_of_edge = {e: k + 1 for k, e in enumerate(space.graph_edges(arch))}
-            C = channels
-            self.shared = NB201Shared(C, num_classes)
-            self.stages = nn.ModuleList()
-            self.reductions = nn.ModuleList()
-            self.param_slots: list[ParamSlot] = []
-            for stage in range(3):
-                Cs = C * 2 ** stage
-                if stage > 0:
-                    red = _Reduction(Cs // 2, Cs)
-                    self.reductions.append(red)
-                    graph = space.slot_of(stage, 0) - 1  # reduction graph precedes the stage's cells
-                    for pname, node in _RED_NODE.items():
-                        w = getattr(red, pname).weight
-                        kind = "conv1x1" if w.shape[-1] == 1 else "conv3x3"
-                        self.param_slots.append(ParamSlot(f"reductions.{stage - 1}.{pname}.weight", graph,
-                                                          node, kind, tuple(w.shape)))
-                cells = nn.ModuleList()
-                for j in range(cells_per_stage):
-                    cell = _Cell(arch, Cs, live)
-                    cells.append(cell)
-                    enc_cell = j * space.cells_per_stage // cells_per_stage
-                    graph = space.slot_of(stage, enc_cell)
-                    for e, conv in cell.convs.items():
-                        kind = "conv1x1" if conv.weight.shape[-1] == 1 else "conv3x3"
-                        self.param_slots.append(ParamSlot(f"stages.{stage}.{j}.convs.{e}.weight", graph,
-                                                          node_of_edge[int(e)], kind, tuple(conv.weight.shape)))
-                self.stages.append(cells)
-        self.shared_names = [f"shared.{n}" for n, _ in self.shared.named_parameters()]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.shared.stem_bn(self.shared.stem(x))
-        for stage, cells in enumerate(self.stages):
-            if stage > 0:
-                x = self.reductions[stage - 1](x)
-            for cell in cells:
-                x = cell(x)
-        return self.shared.head(x)
+    def run_targets(self, archs: list[Arch], params: list[dict[str, torch.Tensor]], images: torch.Tensor,
+                    cells_per_stage: int) -> torch.Tensor:
+        """Logits (K, n, classes) of K target networks at once (see nb201_target.run_batched)."""
+        from pipeline.spaces.nb201_target import run_batched
+        return run_batched(archs, params, images, cells_per_stage)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.spaces.base import ParamSlot
@@ -28,6 +29,7 @@ class HyperNetwork(nn.Module):
         self.trunk = nn.Sequential(*trunk)
         self.head_shapes = {k: tuple(v) for k, v in heads.items()}
         self.heads = nn.ModuleDict({k: nn.Linear(d, math.prod(v)) for k, v in heads.items()})
+        self._row_cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
     @staticmethod
     def slice_to(full: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -36,29 +38,49 @@ class HyperNetwork(nn.Module):
             raise ValueError(f"cannot slice a {tuple(full.shape)} head to shape {tuple(shape)}")
         return full[tuple(slice(0, s) for s in shape)]
 
+    def _rows(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """Indices of the head outputs that form the leading `shape` corner of the maximal tensor."""
+        key = (kind, shape)
+        idx = self._row_cache.get(key)
+        if idx is None:
+            full = torch.arange(math.prod(self.head_shapes[kind])).view(self.head_shapes[kind])
+            idx = self._row_cache[key] = self.slice_to(full, shape).reshape(-1)
+        return idx
+
     def generate(self, node_emb: torch.Tensor, slots: Sequence[Sequence[ParamSlot]]) -> list[dict[str, torch.Tensor]]:
         """Weights for a batch of architectures.
 
         node_emb: (B, S, N, D) node embeddings; slots[b]: the parameter slots of architecture b's
-        target network. Returns one {param name: tensor} dict per architecture. All nodes of one
-        kind go through the trunk and head in one matmul.
+        target network. Returns one {param name: tensor} dict per architecture.
+
+        Slicing the head's output to a shape equals computing only the head rows of that corner, so
+        each (kind, shape) group is one matmul with the gathered rows: no full C_max x C_max output is
+        made for a small stage, and no slice is back-propagated into a full-size zero tensor.
         """
-        by_kind: dict[str, list[tuple[int, ParamSlot]]] = defaultdict(list)
+        groups: dict[tuple[str, tuple[int, ...]], list[tuple[int, ParamSlot]]] = defaultdict(list)
         for b, arch_slots in enumerate(slots):
             for slot in arch_slots:
-                by_kind[slot.kind].append((b, slot))
+                if slot.kind not in self.heads:
+                    raise KeyError(f"no hypernetwork head for parameter kind {slot.kind!r}; heads: {sorted(self.heads)}")
+                groups[(slot.kind, tuple(slot.shape))].append((b, slot))
         out: list[dict[str, torch.Tensor]] = [{} for _ in slots]
-        for kind, items in by_kind.items():
-            if kind not in self.heads:
-                raise KeyError(f"no hypernetwork head for parameter kind {kind!r}; heads: {sorted(self.heads)}")
-            b_idx = torch.tensor([b for b, _ in items], device=node_emb.device)
-            g_idx = torch.tensor([s.graph for _, s in items], device=node_emb.device)
-            n_idx = torch.tensor([s.node for _, s in items], device=node_emb.device)
-            emb = node_emb[b_idx, g_idx, n_idx]                    # (M, D)
-            full = self.heads[kind](self.trunk(emb)).view(len(items), *self.head_shapes[kind])
-            for row, (b, slot) in enumerate(items):
-                w = self.slice_to(full[row], slot.shape)
-                # He-style scale by the real fan-in keeps activations O(1) whatever the slice size
-                fan_in = math.prod(slot.shape[1:])
-                out[b][slot.name] = w * (1.0 / math.sqrt(fan_in))
+        if not groups:
+            return out
+        # one trunk pass over every slot's node embedding
+        flat = [(key, b, slot) for key, items in groups.items() for b, slot in items]
+        dev = node_emb.device
+        emb = node_emb[torch.tensor([b for _, b, _ in flat], device=dev),
+                       torch.tensor([s.graph for _, _, s in flat], device=dev),
+                       torch.tensor([s.node for _, _, s in flat], device=dev)]
+        hidden = self.trunk(emb)
+        start = 0
+        for (kind, shape), items in groups.items():
+            h = hidden[start:start + len(items)]
+            start += len(items)
+            rows = self._rows(kind, shape).to(dev)
+            head = self.heads[kind]
+            # He-style scale by the real fan-in keeps activations O(1) whatever the slice size
+            w = F.linear(h, head.weight[rows], head.bias[rows]) * (1.0 / math.sqrt(math.prod(shape[1:])))
+            for row, (b, slot) in zip(w.view(len(items), *shape).unbind(0), items):
+                out[b][slot.name] = row
         return out

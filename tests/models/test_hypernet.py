@@ -98,3 +98,19 @@ def test_batched_target_networks_equal_one_functional_call_each():
     params = model.target_params(archs, nodes)
     torch.stack([model.run_target(a, params[k], images[k]) for k, a in enumerate(archs)]).square().sum().backward()
     assert torch.allclose(model.encoder.embed.weight.grad, g_batched, atol=1e-4)
+
+
+def test_generated_weight_is_the_slice_of_the_full_head_output():
+    model, space = _model(C=4, cells=1)
+    arch = space.parse(ARCH)
+    graphs = build_graph_table(space, [arch])
+    _, nodes = model.encode(graphs.select(torch.tensor([0])))
+    template = space.build_target(arch, 4, 1, 10)
+    params = model.hypernet.generate(nodes, [template.param_slots])[0]
+    hn = model.hypernet
+    for slot in template.param_slots:
+        emb = nodes[0, slot.graph, slot.node]
+        full = hn.heads[slot.kind](hn.trunk(emb)).view(hn.head_shapes[slot.kind])
+        fan_in = slot.shape[1] * slot.shape[2] * slot.shape[3]
+        expected = HyperNetwork.slice_to(full, slot.shape) / fan_in ** 0.5
+        assert torch.allclose(params[slot.name], expected, atol=1e-6), slot.name

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 if __package__ in (None, ""):  # `python pipeline/train.py` (and so `deepspeed pipeline/train.py`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -218,8 +218,14 @@ def make_micro_batch(cfg: Config, data: TrainData, idx: np.ndarray, sample_ids: 
                       targets=targets, images=images, labels=labels)
 
 
-def train(cfg: Config, stop_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train (or resume) the run described by `cfg`; evaluate; return the results summary."""
+def train(cfg: Config, stop_after_epoch: int | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) the run described by `cfg`; evaluate; return the results summary.
+
+    `stop_after_epoch`: checkpoint and return after that epoch (tests, graceful stops).
+    `on_epoch(record)`: called after each epoch's checkpoint with the epoch's metrics (losses, lr,
+    val_tau when computed); sweeps report it to Ray Tune.
+    """
     setup_runtime(cfg)
     t_start = time.time()
     space = space_from_config(cfg.space)
@@ -304,6 +310,8 @@ def train(cfg: Config, stop_after_epoch: int | None = None) -> dict[str, Any]:
                                  "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
                                  "epoch": epoch, "step": step, "config": config_fingerprint(cfg),
                                  "label_mean": mu, "label_std": sigma}, epoch, cfg.run.keep_checkpoints)
+            if on_epoch is not None:
+                on_epoch({"epoch": epoch, "step": step, **record})
             if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < cfg.train.epochs:
                 logger.close()
                 bar.close()

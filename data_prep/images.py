@@ -43,7 +43,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.errors import ConfigError, DataError, UserError
-from pipeline.utils.io import atomic_write_json
+from pipeline.utils.io import atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -338,14 +338,6 @@ def fingerprint(source: Source) -> str:
                     h.update(chunk)
         else:
             h.update(str(st.st_mtime_ns).encode())
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

@@ -44,7 +44,6 @@ CLI (exit status 2 and `error: <message>` on bad input; nothing is written then)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -62,7 +61,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ArchError, DataError, UserError
 from pipeline.spaces import SearchSpace, get_space
-from pipeline.utils.io import atomic_path
+from pipeline.utils.io import atomic_path, file_sha256
 
 FORMAT_VERSION = 1
 META_KEY = b"hypernas"
@@ -88,14 +87,6 @@ def snake_case(name: str) -> str:
     """`ImageNet16-120` -> `image_net16_120`, `cifar10valid` stays: camelCase and punctuation become `_`."""
     s = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
     return re.sub(r"[^0-9A-Za-z]+", "_", s).strip("_").lower()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _examples(items: Sequence[Any]) -> str:

@@ -11,7 +11,6 @@ Every problem with the data raises `DataError` naming the manifest or shard file
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import random
@@ -25,6 +24,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.errors import DataError
+from pipeline.utils.io import file_sha256
 
 FORMAT_VERSION = 1
 _IMAGE_FIELDS = ("png", "jpg", "jpeg")
@@ -102,14 +102,6 @@ def _split_info(shard_dir: Path, manifest: dict[str, Any], split: str) -> dict[s
     return info
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- decoding
 
 
@@ -174,7 +166,7 @@ def load_split(
     labels: list[int] = []
     for shard in info["shards"]:
         path = shard_dir / shard["name"]
-        if verify and _sha256(path) != shard["sha256"]:
+        if verify and file_sha256(path) != shard["sha256"]:
             raise DataError(f"{path}: sha256 does not match the manifest (corrupt or modified shard)")
         n = 0
         try:

@@ -40,3 +40,7 @@ bench-speed *ARGS: setup
 # Regenerate configs/README.md (the documentation of every config key)
 docs: setup
     {{python}} -m pipeline.config --doc > configs/README.md
+
+# Ray Tune sweep from a spec (configs/sweeps/*.yaml); e.g. `just sweep configs/sweeps/ablation.yaml --address auto`, `--resume`
+sweep SPEC *ARGS: setup
+    {{python}} -m pipeline.sweep {{SPEC}} {{ARGS}}

@@ -307,8 +307,10 @@ def run_trial(params: dict[str, Any]) -> None:
 
 def check_address(address: str, timeout: float = 3.0) -> None:
     """Fail fast on a host:port nothing listens on (ray.init would retry for a long time)."""
+    if address == "auto" and ":" in os.environ.get("RAY_ADDRESS", "") and "://" not in os.environ["RAY_ADDRESS"]:
+        address = os.environ["RAY_ADDRESS"]  # what ray.init("auto") will use (cluster/ray_slurm.sbatch sets it)
     if address in ("auto", "local") or address.startswith("ray://"):
-        return
+        return  # ray.init finds (or fails to find) the cluster itself
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"--address {address!r} is not host:port, 'auto' or ray://host:port")
@@ -398,7 +400,9 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False, retr
         mode = sched.get("mode", "max")
         if sched["type"] == "asha":
             from ray.tune.schedulers import ASHAScheduler
-            max_t = sched.get("max_t") or max(c.train.epochs for c in spec.configs.values())
+            # Past the last epoch by default: ASHA stops a trial that reaches max_t, and a trial that
+            # survives every rung must live to its final evaluation.
+            max_t = sched.get("max_t") or max(c.train.epochs for c in spec.configs.values()) + 1
             scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=sched.get("grace_period", 1),
                                       reduction_factor=sched.get("reduction_factor", 3))
         tuner = tune.Tuner(
@@ -656,10 +660,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     df, _ = results_table(sweep_dir)
-    n_ok, n_fail = int((df["status"] == "ok").sum()), int((df["status"] == "failed").sum())
-    print(f"{n_ok}/{len(df)} trials ok, {n_fail} failed; table {sweep_dir / 'results.parquet'}, "
+    counts = df["status"].value_counts().to_dict()
+    print(f"{counts.get('ok', 0)}/{len(df)} trials ok, {counts.get('failed', 0)} failed, "
+          f"{counts.get('stopped', 0)} stopped early; table {sweep_dir / 'results.parquet'}, "
           f"report {sweep_dir / 'report.md'}")
-    return 0 if n_ok + n_fail == len(df) and n_fail == 0 else 1
+    # 1 when a trial failed or never ran (an interrupted sweep); early stops are the scheduler's job
+    return 1 if df["status"].isin(["failed", "not run", "interrupted"]).any() else 0
 
 
 if __name__ == "__main__":

@@ -218,3 +218,22 @@ def test_killed_driver_resumes_without_rerunning_finished_trials_and_records_fai
     assert all((sweep / "runs" / t / ERROR_MARKER).is_file() for t in bad.index)
     report = (sweep / "report.md").read_text()
     assert "## Failed trials" in report and "missing.parquet" in report
+
+
+def test_auto_address_checks_ray_address_first(monkeypatch):
+    from pipeline.errors import UserError
+    from pipeline.sweep import check_address
+
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_free_port()}")
+    with pytest.raises(UserError, match="no Ray cluster reachable"):
+        check_address("auto")
+    with pytest.raises(UserError, match="not host:port"):
+        check_address("localhost")
+
+
+def test_asha_spec_is_accepted_and_fifo_is_the_default(tmp_path):
+    fifo = load_spec(_spec(tmp_path, "grid:\n  train.seed: [0, 1]\n"))
+    asha = load_spec(_spec(tmp_path, "grid:\n  train.seed: [0, 1]\nscheduler: {type: asha, grace_period: 2}\n", "a.yaml"))
+    assert fifo.scheduler == {"type": "fifo"} and asha.scheduler["type"] == "asha"
+    with pytest.raises(ConfigError, match="scheduler.type"):
+        load_spec(_spec(tmp_path, "grid:\n  train.seed: [0]\nscheduler: hyperband\n", "b.yaml"))

@@ -31,10 +31,13 @@ PAPER = {  # METHOD.md §7, NB201 CIFAR-10
 FLOOR_PARAMS = 0.623  # parameter count alone, METHOD.md
 
 
-def run_one(config: str, variant: str, size: int, seed: int, out: Path, overrides: list[str]) -> dict:
+def run_one(config: str, variant: str, size: int, seed: int, out: Path, overrides: list[str],
+            summarize_only: bool = False) -> dict:
     name = f"{variant}-n{size}-s{seed}"
     run_dir = out / "runs" / name
     results = run_dir / "results.json"
+    if not results.is_file() and summarize_only:
+        return {"variant": variant, "num_train": size, "seed": seed, "missing": True}
     if not results.is_file():
         cmd = [sys.executable, "-m", "pipeline.train", "--config", config, f"model.variant={variant}",
                f"data.num_train={size}", f"train.seed={seed}", f"run.root={out / 'runs'}", f"run.name={name}",
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="np,hypernas_p,hypernas")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="results/bench_predictor")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="only aggregate the runs already finished under --out (start none)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -114,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     # cheap runs first so partial results cover every cell of the table early
     jobs = [(v, n, s) for s in seeds for n in sizes for v in variants]
     with ThreadPoolExecutor(args.jobs) as pool:
-        records = list(pool.map(lambda j: run_one(args.config, *j, out, args.overrides), jobs))
+        records = list(pool.map(lambda j: run_one(args.config, *j, out, args.overrides, args.summarize_only), jobs))
+    missing = [r for r in records if r.get("missing")]
+    records = [r for r in records if not r.get("missing")]
     errors = [r for r in records if "error" in r]
     for r in errors:
         print(f"[bench] FAILED {r['variant']} n={r['num_train']} seed={r['seed']}:\n{r['error']}", file=sys.stderr)
@@ -124,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
               f"--seeds {args.seeds} --variants {args.variants} {' '.join(args.overrides)}`\n\n"
               f"Kendall τ (mean ± std over seeds) against `test` accuracy over all cells, trained on validation "
               f"accuracy (METHOD.md §7). Same training cells for every variant at a given size and seed.\n\n")
+    if missing:
+        header += ("Not run: " + ", ".join(f"{r['variant']} n={r['num_train']} seed={r['seed']}" for r in missing)
+                   + ".\n\n")
     atomic_write_text(out / "summary.md", header + md)
     atomic_write_json(out / "summary.json", {"table": table, "records": records})
     plot(table, sizes, out / "tau_vs_size.png")

@@ -124,12 +124,17 @@ class TrainConfig:
     lr_milestones: list = _f([0.5, 0.75], "Fractions of `epochs` at which the LR is multiplied by lr_gamma.")
     lr_gamma: float = _f(0.5, "LR decay factor at each milestone.")
     accumulate: int = _f(10, "Architectures per optimizer update (the paper accumulates 10 single-arch steps).")
-    micro_batch: int = _f(0, "Architectures per forward pass (0 = accumulate). Each architecture keeps its "
-                             "own loss and image batch, so this changes speed, not the gradient.")
+    micro_batch: int = _f(0, "Architectures per forward pass on each rank (0 = accumulate / world size). Each "
+                             "architecture keeps its own loss and image batch, so this changes speed, not "
+                             "the gradient.")
     seed: int = _f(0, "Seed of the training subset, initialisation, data order and augmentation.")
     deterministic: bool = _f(True, "torch.use_deterministic_algorithms (CPU: exact resume).")
     threads: int = _f(0, "torch intra-op threads (0 = all cores).")
     grad_clip: float = _f(0.0, "Clip the gradient norm to this value (0 = off).")
+    precision: str = _f("fp32", "Forward precision: fp32, bf16 or fp16 (torch.autocast with fp32 master weights, "
+                                "the same under every launcher; fp16 adds a GradScaler and is not offered "
+                                "under DeepSpeed).")
+    device: str = _f("auto", "auto (cuda when visible, else cpu), cpu or cuda; ranks use cuda:LOCAL_RANK.")
 
 
 @dataclass
@@ -152,6 +157,17 @@ class RunConfig:
 
 
 @dataclass
+class DistConfig:
+    deepspeed_config: str = _f("", "DeepSpeed JSON (configs/deepspeed/zero{0,1,2}.json); set by --deepspeed_config "
+                                   "too. Non-empty selects DeepSpeed; its batch fields are computed from "
+                                   "train.accumulate / micro_batch and the world size.")
+    backend: str = _f("auto", "Process-group backend: auto (nccl on GPUs, gloo on CPUs), nccl or gloo.")
+    timeout_s: int = _f(1800, "Collective timeout in seconds (rank 0 evaluates while the others wait).")
+    find_unused_parameters: bool = _f(True, "DDP: allow parameters without a gradient in a step (hypernetwork "
+                                            "slots of weightless ops).")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Tables, labels and aux images."})
     space: SpaceConfig = field(default_factory=SpaceConfig, metadata={"help": "Search space."})
@@ -160,6 +176,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Run directory and logging."})
+    dist: DistConfig = field(default_factory=DistConfig, metadata={"help": "Multi-process training (DDP, DeepSpeed)."})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,6 +335,11 @@ def validate(cfg: Config) -> None:
     need(cfg.train.micro_batch >= 0, "train.micro_batch", "must be >= 0")
     need(all(isinstance(m, (int, float)) and 0 < m < 1 for m in cfg.train.lr_milestones),
          "train.lr_milestones", "must be fractions of the epochs in (0, 1)")
+    need(cfg.train.precision in ("fp32", "bf16", "fp16"), "train.precision",
+         f"must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
+    need(cfg.train.device in ("auto", "cpu", "cuda"), "train.device", f"must be auto, cpu or cuda, got {cfg.train.device!r}")
+    need(cfg.dist.backend in ("auto", "nccl", "gloo"), "dist.backend", f"must be auto, nccl or gloo, got {cfg.dist.backend!r}")
+    need(cfg.dist.timeout_s >= 1, "dist.timeout_s", "must be >= 1")
     need(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
     need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints", "must be >= 1")
     # Registries validate names (space, variant, weighting) where they are built, listing the options.

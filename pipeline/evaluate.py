@@ -26,12 +26,13 @@ def predict_all(model, graphs: GraphTable, batch_size: int = 2048, arch_idx: tor
     """
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     rows = graphs.arch_graphs if arch_idx is None else graphs.arch_graphs[arch_idx]
     unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
     out = []
     for start in range(0, len(unique), batch_size):
         ids = unique[start:start + batch_size]
-        out.append(model.predict(GraphBatch(graphs.node_types[ids], graphs.adj[ids])))
+        out.append(model.predict(GraphBatch(graphs.node_types[ids].to(dev), graphs.adj[ids].to(dev))).float().cpu())
     model.train(was_training)
     return torch.cat(out)[inverse].double().numpy()
 

@@ -5,7 +5,9 @@
       env.json             versions of python, torch and the libraries, host, start time
       metrics.jsonl        one JSON object per line: {"event": "update"|"epoch"|"eval"|"final", ...}
       tb/                  TensorBoard event files
-      checkpoints/         epoch_0001.pt ... and `latest` (a text file naming the newest one)
+      checkpoints/         epoch_0001.pt ... and `latest` (a text file naming the newest one); a graceful
+                           stop adds a mid-epoch epoch_0001_u00003.pt (1 epoch + 3 updates done);
+                           DeepSpeed runs write checkpoints/deepspeed/<tag>/ instead
       predictions.parquet  arch, index, labels, prediction, in_train  (after evaluation)
       results.json / results.md / scatter.png
 
@@ -70,8 +72,10 @@ class RunDir:
         path = self.ckpt_dir / pointer.read_text().strip()
         return path if path.is_file() else None
 
-    def save_checkpoint(self, state: dict[str, Any], epoch: int, keep: int) -> Path:
-        path = self.ckpt_dir / f"epoch_{epoch:04d}.pt"
+    def save_checkpoint(self, state: dict[str, Any], epoch: int | None = None, keep: int = 2, *,
+                        tag: str | None = None) -> Path:
+        """Write `epoch_NNNN.pt` (or `<tag>.pt`, e.g. a mid-epoch `epoch_NNNN_uNNNNN.pt`), point `latest` at it."""
+        path = self.ckpt_dir / (f"{tag}.pt" if tag else f"epoch_{epoch:04d}.pt")
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
         atomic_write_text(self.ckpt_dir / "latest", path.name + "\n")

@@ -2,6 +2,12 @@
 
     python pipeline/train.py --config configs/nb201_cpu.yaml [key=value ...]
     python -m pipeline.train --config configs/nb201.yaml train.epochs=5 model.variant=np
+    torchrun --nproc_per_node 8 pipeline/train.py --config configs/nb201.yaml                  # DDP
+    deepspeed --num_gpus 8 pipeline/train.py --config configs/nb201.yaml \
+        --deepspeed_config configs/deepspeed/zero2.json                                        # DeepSpeed
+
+Launchers, backends, how work is split over ranks and the graceful stop (SIGTERM/SIGUSR1 -> checkpoint,
+exit 75) are in pipeline/distributed.py; this loop is the same for all of them.
 
 The default config is the CPU profile (configs/nb201_cpu.yaml). Missing data is prepared first
 (benchmark tables -> Parquet, aux images -> WebDataset shards). A run resumes from its directory's
@@ -26,6 +32,7 @@ import numpy as np
 import torch
 
 from pipeline import config as config_mod
+from pipeline import distributed
 from pipeline.config import Config, dump_yaml, load_config, run_name, to_dict
 from pipeline.data.graphs import GraphTable, build_graph_table
 from pipeline.errors import ConfigError, DataError, UserError
@@ -164,28 +171,33 @@ def build_optimizer(cfg: Config, objective: Objective):
 
 
 # Keys that may differ between a checkpoint's run and the resuming one (they do not change the math).
-_RESUMABLE_SECTIONS = ("run", "eval")
+_RESUMABLE_SECTIONS = ("run", "eval", "dist")
+_RESUMABLE_TRAIN_KEYS = ("threads", "device")
 
 
 def config_fingerprint(cfg: Config) -> dict[str, Any]:
     tree = to_dict(cfg)
     for section in _RESUMABLE_SECTIONS:
         tree.pop(section)
-    tree["train"].pop("threads")
+    for key in _RESUMABLE_TRAIN_KEYS:
+        tree["train"].pop(key)
     return tree
 
 
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     diffs = []
+    defaults = config_fingerprint(Config())
 
-    def walk(a: Any, b: Any, prefix: str) -> None:
+    def walk(a: Any, b: Any, d: Any, prefix: str, in_saved: bool) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
-                walk(a.get(k), b.get(k), f"{prefix}{k}.")
+                walk(a.get(k), b.get(k), d.get(k) if isinstance(d, dict) else None, f"{prefix}{k}.", k in a)
+        elif not in_saved and b == d:
+            pass  # a key added after the checkpoint was written, at its default: same math as before
         elif a != b:
             diffs.append(f"{prefix[:-1]}: checkpoint {a!r} vs now {b!r}")
 
-    walk(saved, current, "")
+    walk(saved, current, defaults, "", True)
     if diffs:
         raise ConfigError(f"checkpoint {str(path)!r} was written by another config ({'; '.join(diffs)}); "
                           f"use another run.name or run.resume=false to start over")
@@ -205,6 +217,11 @@ def _chunks(x: np.ndarray, size: int):
         yield x[i:i + size]
 
 
+def _micro_seed(seed: int, sample_id: int) -> int:
+    """Torch seed of a micro-batch (dropout): a function of its first sample id, not of the rank or history."""
+    return (seed * 2_654_435_761 + int(sample_id) * 40_503 + 12_345) % (2**63 - 1)
+
+
 def make_micro_batch(cfg: Config, data: TrainData, idx: np.ndarray, sample_ids: np.ndarray,
                      targets: torch.Tensor | None) -> MicroBatch:
     images = labels = None
@@ -218,17 +235,44 @@ def make_micro_batch(cfg: Config, data: TrainData, idx: np.ndarray, sample_ids: 
                       targets=targets, images=images, labels=labels)
 
 
+class _NullLogger:
+    """What ranks other than 0 log to."""
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def train(cfg: Config, stop_after_epoch: int | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the run described by `cfg`; evaluate; return the results summary.
 
+    Runs as one process, or as one rank of a torchrun / deepspeed launch (pipeline/distributed.py).
     `stop_after_epoch`: checkpoint and return after that epoch (tests, graceful stops).
     `on_epoch(record)`: called after each epoch's checkpoint with the epoch's metrics (losses, lr,
     val_tau when computed); sweeps report it to Ray Tune.
+    A SIGTERM / SIGUSR1 checkpoints at the next update boundary and returns {"preempted": True, ...}
+    (`main` then exits with distributed.EXIT_PREEMPTED).
     """
     setup_runtime(cfg)
+    rt = distributed.setup(cfg, n_train=cfg.data.num_train)
+    rt.install_signal_handlers()
+    try:
+        return _train(cfg, rt, stop_after_epoch, on_epoch)
+    finally:
+        rt.close()
+
+
+def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
+           on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     t_start = time.time()
     space = space_from_config(cfg.space)
+    if rt.distributed:  # rank 0 prepares missing data, the others wait for it
+        if rt.is_main:
+            ensure_prepared(cfg, space, need_images=VARIANTS.get(cfg.model.variant).hyper)
+        rt.barrier()
     data = load_data(cfg, space)
     n_total = len(data.archs)
     train_idx, val_idx = split_archs(cfg, n_total)
@@ -238,62 +282,89 @@ def train(cfg: Config, stop_after_epoch: int | None = None,
 
     objective = build_objective(cfg, space, data.num_classes)
     opt, sched = build_optimizer(cfg, objective)
+    rt.wrap(objective, opt, find_unused=cfg.dist.find_unused_parameters)
     variant = objective.model.variant
 
     run = RunDir(Path(cfg.run.root) / run_name(cfg)).create()
-    run.write_config(dump_yaml(cfg))
-    run.write_env()
-    epoch, step = 0, 0
-    ckpt_path = run.latest_checkpoint() if cfg.run.resume else None
-    if ckpt_path is not None:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        check_resume_config(state["config"], config_fingerprint(cfg), ckpt_path)
-        objective.load_state_dict(state["objective"])
-        opt.load_state_dict(state["optimizer"])
+    epoch, step, skip_updates = 0, 0, 0
+    epoch_stats: dict[str, list[float]] = {}
+    state = rt.load_checkpoint(run, config_fingerprint(cfg), check_resume_config) if cfg.run.resume else None
+    if state is not None:
         sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        epoch, step = state["epoch"], state["step"]
-        log.info("resumed from %s (epoch %d, step %d)", ckpt_path, epoch, step)
-    logger = MetricsLogger(run, cfg.run.tensorboard, resume_step=step if ckpt_path else None)
+        epoch, step, skip_updates = state["epoch"], state["step"], state.get("update", 0)
+        if skip_updates and rt.is_main:
+            epoch_stats = state.get("epoch_stats", {})
+        log.info("resumed from %s (epoch %d, update %d, step %d)", state["path"], epoch, skip_updates, step)
+    if rt.is_main:
+        run.write_config(dump_yaml(cfg))
+        run.write_env()
+    logger = MetricsLogger(run, cfg.run.tensorboard, resume_step=step if state else None) if rt.is_main \
+        else _NullLogger()
 
     accumulate = cfg.train.accumulate
-    micro = cfg.train.micro_batch or accumulate
+    micro = cfg.train.micro_batch or accumulate // rt.world
     updates_per_epoch = math.ceil(len(train_idx) / accumulate)
-    show_bar = cfg.run.progress and sys.stderr.isatty()
+    show_bar = cfg.run.progress and sys.stderr.isatty() and rt.is_main
     from tqdm import tqdm
     bar = tqdm(total=cfg.train.epochs * updates_per_epoch, initial=step, disable=not show_bar,
                desc=run_name(cfg), dynamic_ncols=True)
+
+    def checkpoint(tag: str, update: int) -> None:
+        client = {"scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                  "update": update, "step": step, "config": config_fingerprint(cfg), "label_mean": mu,
+                  "label_std": sigma, "world_size": rt.world}
+        if update:
+            client["epoch_stats"] = rt.gather_lists(epoch_stats)
+        rt.save_checkpoint(run, client, tag, cfg.run.keep_checkpoints)
+
     objective.train()
     t_train = time.time()
     steps_this_run = 0
     try:
         while epoch < cfg.train.epochs:
             order = _epoch_order(train_idx, cfg.train.seed, epoch)
-            epoch_stats: dict[str, list[float]] = {}
             t_epoch = time.time()
             for u, chunk in enumerate(_chunks(order, accumulate)):
-                opt.zero_grad(set_to_none=True)
-                for m_start in range(0, len(chunk), micro):
-                    idx = chunk[m_start:m_start + micro]
+                if u < skip_updates:
+                    continue
+                # this rank's positions in the update; a rank left without one (short last update) runs the
+                # first architecture with weight 0 so that every rank joins the gradient all-reduce
+                mine = rt.shard(len(chunk))
+                weight_scale = 1.0
+                if len(mine) == 0:
+                    mine, weight_scale = np.array([0]), 0.0
+                rt.zero_grad()
+                for m_start in range(0, len(mine), micro):
+                    pos = mine[m_start:m_start + micro]
+                    idx = chunk[pos]
                     # a unique id per (epoch, position) picks this arch-step's aux images reproducibly
-                    sample_ids = epoch * len(train_idx) + u * accumulate + m_start + np.arange(len(idx))
+                    sample_ids = epoch * len(train_idx) + u * accumulate + pos
+                    torch.manual_seed(_micro_seed(cfg.train.seed, sample_ids[0]))
                     mb = make_micro_batch(cfg, data, idx, sample_ids,
                                           targets_all[torch.as_tensor(idx)] if variant.predict else None)
-                    loss, stats = objective(mb)
-                    (loss * (len(idx) / len(chunk))).backward()
-                    for k, v in stats.items():
-                        epoch_stats.setdefault(k, []).append(v)
-                if cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.train.grad_clip)
-                opt.step()
+                    with rt.sync(last=m_start + micro >= len(mine)):
+                        loss, stats = rt.forward(mb)
+                        rt.backward(loss * (weight_scale * rt.loss_weight(len(idx), len(chunk))))
+                    if weight_scale:
+                        for k, v in stats.items():
+                            epoch_stats.setdefault(k, []).append(v)
+                rt.step()
                 step += 1
                 steps_this_run += 1
                 bar.update(1)
                 if step % cfg.run.log_every == 0:
                     logger.log("update", step, epoch=epoch, lr=opt.param_groups[0]["lr"], **stats)
+                if rt.stop_requested() and u + 1 < updates_per_epoch:
+                    checkpoint(f"epoch_{epoch:04d}_u{u + 1:05d}", u + 1)
+                    logger.close()
+                    return {"preempted": True, "epoch": epoch, "update": u + 1, "step": step,
+                            "run_dir": str(run.path)}
+            skip_updates = 0
             sched.step()
             epoch += 1
-            record = {k: float(np.mean(v)) for k, v in epoch_stats.items()}
+            all_stats = rt.gather_lists(epoch_stats)
+            epoch_stats = {}
+            record = {k: float(np.mean(v)) for k, v in all_stats.items()}
             record["epoch_time_s"] = time.time() - t_epoch
             if variant.predict and len(val_idx) and cfg.eval.every and (epoch % cfg.eval.every == 0
                                                                        or epoch == cfg.train.epochs):
@@ -303,32 +374,35 @@ def train(cfg: Config, stop_after_epoch: int | None = None,
             logger.log("epoch", step, epoch=epoch, lr=opt.param_groups[0]["lr"], **record)
             if show_bar:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.startswith(("loss", "val_tau"))})
-            else:
+            elif rt.is_main:
                 log.info("epoch %d/%d %s", epoch, cfg.train.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in record.items()))
-            run.save_checkpoint({"objective": objective.state_dict(), "optimizer": opt.state_dict(),
-                                 "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                                 "epoch": epoch, "step": step, "config": config_fingerprint(cfg),
-                                 "label_mean": mu, "label_std": sigma}, epoch, cfg.run.keep_checkpoints)
-            if on_epoch is not None:
+            checkpoint(f"epoch_{epoch:04d}", 0)
+            if on_epoch is not None and rt.is_main:
                 on_epoch({"epoch": epoch, "step": step, **record})
-            if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < cfg.train.epochs:
+            stop = rt.stop_requested()
+            if epoch < cfg.train.epochs and (stop or (stop_after_epoch is not None and epoch >= stop_after_epoch)):
                 logger.close()
-                bar.close()
-                return {"stopped_at_epoch": epoch, "run_dir": str(run.path)}
+                out = {"stopped_at_epoch": epoch, "run_dir": str(run.path)}
+                if stop:
+                    out.update(preempted=True, epoch=epoch, update=0, step=step)
+                return out
     finally:
         bar.close()
     train_time = time.time() - t_train
     step_time = train_time / max(steps_this_run, 1)
 
-    summary = final_evaluation(cfg, data, objective.model, run, train_idx, mu, sigma)
-    summary.update({"run_dir": str(run.path), "train_time_s": train_time, "update_time_s": step_time,
-                    "total_time_s": time.time() - t_start, "variant": cfg.model.variant,
-                    "num_train": int(len(train_idx)), "seed": cfg.train.seed, "epochs": cfg.train.epochs})
-    logger.log("final", step, **{k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    logger.close()
-    write_results(run.path, summary, results_markdown(cfg, summary))
-    return summary
+    summary = None
+    if rt.is_main:
+        summary = final_evaluation(cfg, data, objective.model, run, train_idx, mu, sigma)
+        summary.update({"run_dir": str(run.path), "train_time_s": train_time, "update_time_s": step_time,
+                        "total_time_s": time.time() - t_start, "variant": cfg.model.variant,
+                        "num_train": int(len(train_idx)), "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+                        "world_size": rt.world, "launcher": rt.mode})
+        logger.log("final", step, **{k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        logger.close()
+        write_results(run.path, summary, results_markdown(cfg, summary))
+    return rt.broadcast(summary)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,10 +442,12 @@ def hyper_evaluation(cfg: Config, data: TrainData, model: HyperNASModel) -> dict
     idx = np.sort(rng.choice(len(data.archs), size=min(cfg.eval.hyper_archs, len(data.archs)), replace=False))
     model.eval()
     images, labels = aux_eval.batch(0, min(cfg.eval.hyper_images, len(aux_eval)), cfg.train.seed)
+    dev = next(model.parameters()).device
+    images, labels = images.to(dev), labels.to(dev)
     accs = []
     for start in range(0, len(idx), 16):
         part = idx[start:start + 16]
-        _, nodes = model.encode(data.graphs.select(torch.as_tensor(part)))
+        _, nodes = model.encode(distributed.to_device(data.graphs.select(torch.as_tensor(part)), dev))
         params = model.target_params([data.archs[i] for i in part], nodes)
         for b, i in enumerate(part):
             logits = model.run_target(data.archs[i], params[b], images)
@@ -405,6 +481,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: the CPU profile)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help="set by the deepspeed launcher / torch.distributed.launch (LOCAL_RANK is read too)")
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a.startswith("--deepspeed") for a in argv):  # importing deepspeed costs seconds: only when asked
+        import deepspeed
+        deepspeed.add_config_arguments(parser)
     return parser.parse_known_args(argv)
 
 
@@ -418,11 +500,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown arguments {flags}", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(args.config, list(args.overrides) + extra)
+        overrides = list(args.overrides) + extra
+        ds_config = getattr(args, "deepspeed_config", None)
+        if ds_config:
+            overrides.append(f"dist.deepspeed_config={ds_config}")
+        cfg = load_config(args.config, overrides)
         summary = train(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if summary.get("preempted"):
+        print(f"stopped by a signal after epoch {summary['epoch']} + {summary['update']} updates; checkpoint "
+              f"written; relaunch the same command to resume (exit {distributed.EXIT_PREEMPTED})", file=sys.stderr)
+        return distributed.EXIT_PREEMPTED
+    if "stopped_at_epoch" in summary:
+        return 0
+    if distributed.launch_env().rank != 0:
+        return 0
     if "kendall_tau" in summary:
         print(f"Kendall tau {summary['kendall_tau']:.4f}  Spearman {summary['spearman']:.4f}  "
               f"({summary['eval_label']}, {summary['n_eval']} architectures, trained on "

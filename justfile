@@ -44,3 +44,19 @@ docs: setup
 # Ray Tune sweep from a spec (configs/sweeps/*.yaml); e.g. `just sweep configs/sweeps/ablation.yaml --address auto`, `--resume`
 sweep SPEC *ARGS: setup
     {{python}} -m pipeline.sweep {{SPEC}} {{ARGS}}
+
+# DDP training under torchrun on this machine (NPROC ranks; gloo on CPUs, nccl on GPUs); extra args are key=value overrides
+train-ddp NPROC="2" *ARGS: setup
+    .venv/bin/torchrun --nproc_per_node {{NPROC}} pipeline/train.py {{ARGS}}
+
+# DeepSpeed training (CONFIG: configs/deepspeed/zero{0,1,2}.json; NPROC ranks; CPU: accelerator cpu + gloo); extra args are key=value overrides
+train-deepspeed CONFIG="configs/deepspeed/zero1.json" NPROC="2" *ARGS: setup
+    .venv/bin/deepspeed --num_gpus {{NPROC}} pipeline/train.py --deepspeed_config {{CONFIG}} {{ARGS}}
+
+# Throughput of 2 ranks vs 1 rank for the same work -> results/bench_ddp/summary.md + throughput.png (--deepspeed adds the launcher)
+bench-ddp *ARGS: setup
+    {{python}} -m benchmarks.ddp {{ARGS}}
+
+# GPU check (one GPU, < 5 min): paper profile in bf16, step time, peak memory, projected 200-epoch wall time
+gpu-check *ARGS: setup
+    PY={{python}} scripts/gpu_check.sh {{ARGS}}

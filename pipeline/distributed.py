@@ -381,6 +381,17 @@ class Runtime:
                 shutil.rmtree(old, ignore_errors=True)
         self.barrier()
 
+    def check_checkpoint_kind(self, run: Any) -> None:
+        """A DeepSpeed checkpoint resumes only under DeepSpeed, a plain one only without (before wrapping)."""
+        has_ds = (run.ckpt_dir / "deepspeed" / "latest").is_file()
+        has_plain = run.latest_checkpoint() is not None
+        if self.mode == "deepspeed" and has_plain and not has_ds:
+            raise ConfigError(f"{str(run.path)!r} holds a checkpoint of a non-DeepSpeed run; resume it without "
+                              f"--deepspeed_config, or use another run.name")
+        if self.mode != "deepspeed" and has_ds and not has_plain:
+            raise ConfigError(f"{str(run.path)!r} holds a DeepSpeed checkpoint; resume it under the deepspeed "
+                              f"launcher with the same --deepspeed_config, or use another run.name")
+
     def load_checkpoint(self, run: Any, fingerprint: dict[str, Any], check) -> dict[str, Any] | None:
         """Restore model/optimizer (and the grad scaler); return the client state, or None when none.
 

@@ -282,10 +282,12 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
 
     objective = build_objective(cfg, space, data.num_classes)
     opt, sched = build_optimizer(cfg, objective)
+    run = RunDir(Path(cfg.run.root) / run_name(cfg)).create()
+    if cfg.run.resume:
+        rt.check_checkpoint_kind(run)
     rt.wrap(objective, opt, find_unused=cfg.dist.find_unused_parameters)
     variant = objective.model.variant
 
-    run = RunDir(Path(cfg.run.root) / run_name(cfg)).create()
     epoch, step, skip_updates = 0, 0, 0
     epoch_stats: dict[str, list[float]] = {}
     state = rt.load_checkpoint(run, config_fingerprint(cfg), check_resume_config) if cfg.run.resume else None

@@ -455,10 +455,10 @@ def results_table(sweep_dir: Path):
             row.update(status="failed", error=json.loads((run_dir / ERROR_MARKER).read_text())["error"])
         elif (tune_status.get(tid) or {}).get("tune_error"):
             row.update(status="failed", error=tune_status[tid]["tune_error"])
-        elif tid in tune_status:
-            row["status"] = "stopped"  # Tune ended it without a result (ASHA) or it never finished
-        elif run_dir.is_dir():
-            row["status"] = "interrupted"
+        elif run_dir.is_dir() or tid in tune_status:
+            # begun, no result: ASHA stopped it, or the sweep was interrupted (FIFO never stops a trial)
+            early_stop = (rec.get("scheduler") or {}).get("type") == "asha" and tid in tune_status
+            row["status"] = "stopped" if early_stop else "interrupted"
         rows.append(row)
     df = pd.DataFrame(rows)
     for col in ("kendall_tau", "spearman", "val_tau", "train_time_s", "total_time_s", "finished_at"):
@@ -486,6 +486,8 @@ def _cell(values) -> tuple[str, dict | None]:
     if not vals:
         return "–", None
     s = summarize_seeds(vals)
+    if s["n"] == 1:  # no spread from one seed: don't print a std of 0
+        return f"{s['mean']:.3f} (n=1)", s
     return f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})", s
 
 
@@ -537,10 +539,14 @@ def report_markdown(df, rec: dict) -> str:
     failed = df[df["status"] == "failed"]
     if len(failed):
         lines += ["## Failed trials", ""] + [f"- `{r.trial_id}`: {r.error}" for r in failed.itertuples()] + [""]
-    other = df[~df["status"].isin(["ok", "failed"])]
-    if len(other):
-        lines += ["## Trials without a result", "",
-                  ", ".join(f"`{r.trial_id}` ({r.status})" for r in other.itertuples()), ""]
+    begun = df[df["status"].isin(["stopped", "interrupted"])]
+    not_run = int((df["status"] == "not run").sum())
+    if len(begun) or not_run:
+        lines += ["## Trials without a result", ""]
+        lines += [f"- `{r.trial_id}`: {r.status}" for r in begun.itertuples()]
+        if not_run:
+            lines.append(f"- {not_run} trials not run yet (`--resume` continues the sweep)")
+        lines.append("")
     if (ok["total_time_s"].notna()).any():
         lines += [f"Trial wall time: median {ok['total_time_s'].median():.0f} s, total "
                   f"{ok['total_time_s'].sum() / 3600:.2f} h over {len(ok)} finished trials.", ""]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +125,7 @@ def ray_head():
         yield f"127.0.0.1:{port}"
     finally:
         _stop_group(pgid)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _stop_group(pgid: int) -> None:

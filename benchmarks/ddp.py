@@ -3,7 +3,8 @@
     python -m benchmarks.ddp [--nproc 2] [--num-train 48] [--epochs 2] [--deepspeed] [--out results/bench_ddp]
 
 Same config, same architectures, same number of updates: 1 rank (plain python) vs N ranks (torchrun; and the
-deepspeed launcher with --deepspeed), one torch thread per rank. Throughput = training architectures processed /
+deepspeed launcher with --deepspeed), one torch thread per rank, micro_batch = accumulate / N in every run (so all runs form the same
+micro-batches and reach the same parameters). Throughput = training architectures processed /
 the trainer's own train_time_s (data loading, start-up and the final evaluation excluded). Writes summary.md,
 summary.json and throughput.png under --out.
 """
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     root = out / "runs"
     common = ["--config", args.config, f"data.num_train={args.num_train}", f"train.epochs={args.epochs}",
-              f"train.accumulate={args.accumulate}", "train.threads=1", "eval.every=0", "data.val_archs=0",
+              f"train.accumulate={args.accumulate}", f"train.micro_batch={args.accumulate // args.nproc}",
+              "train.threads=1", "eval.every=0", "data.val_archs=0",
               "run.tensorboard=false", "run.resume=false", f"run.root={root}", *args.overrides]
     n = args.nproc
     runs = [("1 rank (python)", [sys.executable, "pipeline/train.py", *common, "run.name=r1"], root / "r1"),
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.bar([r["label"] for r in rows], [r["archs_per_s"] for r in rows], color=["#888", "#2a7", "#27a"][:len(rows)])
     for i, r in enumerate(rows):
         ax.text(i, r["archs_per_s"], f"{r['speedup']:.2f}×", ha="center", va="bottom")
+    ax.set_ylim(0, 1.15 * max(r["archs_per_s"] for r in rows))
     ax.set_ylabel("training architectures / s")
     ax.set_title(f"same work, {os.cpu_count()} CPUs")
     fig.tight_layout()

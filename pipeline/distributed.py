@@ -11,7 +11,7 @@ selects DeepSpeed; otherwise WORLD_SIZE > 1 (torchrun, or srun with SLURM_PROCID
 otherwise one process. Backend: nccl on GPUs, gloo on CPUs (`dist.backend` overrides).
 
 How the work is split. One optimizer update is `train.accumulate` architectures in the epoch's global order
-(the same on every rank: same seed, same permutation). Rank r takes positions r, r+W, r+2W ... of each update
+(the same on every rank: same seed, same permutation). Rank r takes the r-th contiguous block of each update
 (no architecture dropped or duplicated), micro-batched by `train.micro_batch`. Each architecture keeps the
 sample id of its global position, so its aux images and dropout masks do not depend on which rank runs it.
 Every rank scales its loss by W * (its archs) / (archs in the update) and the backend averages gradients over
@@ -214,8 +214,9 @@ class Runtime:
         return self.mode != "single"
 
     def shard(self, n: int) -> np.ndarray:
-        """Positions of an n-architecture update this rank runs (strided: no drop, no duplicate)."""
-        return np.arange(self.rank, n, self.world)
+        """Positions of an n-architecture update this rank runs: a contiguous block (no drop, no duplicate),
+        so W ranks with micro_batch m form the same micro-batches as one rank with micro_batch m."""
+        return np.array_split(np.arange(n), self.world)[self.rank]
 
     # -- wrapping -------------------------------------------------------------------------------
     def wrap(self, objective: torch.nn.Module, optimizer: torch.optim.Optimizer, find_unused: bool = True) -> None:

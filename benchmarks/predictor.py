@@ -31,11 +31,21 @@ PAPER = {  # METHOD.md §7, NB201 CIFAR-10
 FLOOR_PARAMS = 0.623  # parameter count alone, METHOD.md
 
 
+def load_records(path: Path) -> dict[tuple, dict]:
+    """Finished runs recorded by an earlier invocation (run dirs are not committed; runs.jsonl is)."""
+    if not path.is_file():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["variant"], r["num_train"], r["seed"]): r for r in records if "kendall_tau" in r}
+
+
 def run_one(config: str, variant: str, size: int, seed: int, out: Path, overrides: list[str],
-            summarize_only: bool = False) -> dict:
+            summarize_only: bool = False, recorded: dict | None = None) -> dict:
     name = f"{variant}-n{size}-s{seed}"
     run_dir = out / "runs" / name
     results = run_dir / "results.json"
+    if not results.is_file() and recorded and (variant, size, seed) in recorded:
+        return recorded[(variant, size, seed)]
     if not results.is_file() and summarize_only:
         return {"variant": variant, "num_train": size, "seed": seed, "missing": True}
     if not results.is_file():
@@ -118,10 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # cheap runs first so partial results cover every cell of the table early
     jobs = [(v, n, s) for s in seeds for n in sizes for v in variants]
+    recorded = load_records(out / "runs.jsonl")
     with ThreadPoolExecutor(args.jobs) as pool:
-        records = list(pool.map(lambda j: run_one(args.config, *j, out, args.overrides, args.summarize_only), jobs))
+        records = list(pool.map(
+            lambda j: run_one(args.config, *j, out, args.overrides, args.summarize_only, recorded), jobs))
     missing = [r for r in records if r.get("missing")]
     records = [r for r in records if not r.get("missing")]
+    # keep what earlier invocations recorded outside this grid, so the table only grows
+    done = {(r["variant"], r["num_train"], r["seed"]) for r in records}
+    records += [r for k, r in recorded.items() if k not in done]
+    sizes = sorted({*sizes, *(r["num_train"] for r in records)})
+    variants += [v for v in dict.fromkeys(r["variant"] for r in records) if v not in variants]
     errors = [r for r in records if "error" in r]
     for r in errors:
         print(f"[bench] FAILED {r['variant']} n={r['num_train']} seed={r['seed']}:\n{r['error']}", file=sys.stderr)

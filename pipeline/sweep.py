@@ -555,22 +555,21 @@ def report_markdown(df, rec: dict) -> str:
     return "\n".join(lines)
 
 
-def _plot_tau_vs_size(df, rec: dict, path: Path) -> None:
+def _plot_tau_lines(df, rec: dict, group_keys: list[str], x_key: str, xlabel: str, title: str, path: Path) -> None:
+    """One errorbar line (mean ± std τ over seeds vs `x_key`) per setting of `group_keys`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys, all_keys = _setting_keys(rec), rec["axis_keys"]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ok = df[df["status"] == "ok"].copy()
-    ok["setting"] = [_setting_label(r, keys, all_keys) for _, r in ok.iterrows()]
-    for s in dict.fromkeys(ok["setting"]):
-        g = ok[ok["setting"] == s].groupby("num_train")["kendall_tau"]
-        stats = g.agg(["mean", "std", "count"]).fillna({"std": 0.0})
-        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=s)
-    ax.set_xlabel("training architectures")
+    ok["group"] = [_setting_label(r, group_keys, rec["axis_keys"]) for _, r in ok.iterrows()]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name in dict.fromkeys(ok["group"]):
+        stats = ok[ok["group"] == name].groupby(x_key)["kendall_tau"].agg(["mean", "std"]).fillna({"std": 0.0})
+        ax.errorbar(stats.index.astype(float), stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=name)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("Kendall τ (mean ± std over seeds)")
-    ax.set_title(f"{rec['name']}: τ vs train size")
+    ax.set_title(f"{rec['name']}: {title}")
     ax.grid(alpha=0.3)
     if len(ok):
         ax.legend(fontsize=7, ncol=2)
@@ -578,31 +577,15 @@ def _plot_tau_vs_size(df, rec: dict, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _plot_tau_vs_size(df, rec: dict, path: Path) -> None:
+    _plot_tau_lines(df, rec, _setting_keys(rec), "num_train", "training architectures", "τ vs train size", path)
 
 
 def _plot_tau_per_q(df, rec: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = [k for k in _setting_keys(rec) if k != Q_KEY] + ([SIZE_KEY] if SIZE_KEY in rec["axis_keys"] else [])
-    all_keys = rec["axis_keys"]
-    ok = df[df["status"] == "ok"].copy()
-    ok["group"] = [_setting_label(r, keys, all_keys) for _, r in ok.iterrows()]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for gname in dict.fromkeys(ok["group"]):
-        stats = ok[ok["group"] == gname].groupby(Q_KEY)["kendall_tau"].agg(["mean", "std"]).fillna({"std": 0.0})
-        ax.errorbar(stats.index.astype(float), stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=gname)
-    ax.set_xlabel("preference factor q")
-    ax.set_ylabel("Kendall τ (mean ± std over seeds)")
-    ax.set_title(f"{rec['name']}: τ per q")
-    ax.grid(alpha=0.3)
-    if len(ok):
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _plot_tau_lines(df, rec, keys, Q_KEY, "preference factor q", "τ per q", path)
 
 
 def write_report(sweep_dir: str | Path) -> Path:

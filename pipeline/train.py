@@ -124,13 +124,13 @@ def load_data(cfg: Config, space: SearchSpace) -> TrainData:
     graphs = build_graph_table(space, archs, variant.scope)
     aux, num_classes = None, 10
     if variant.hyper:
-        from pipeline.data.images import AuxBatches
+        from pipeline.data.images import AuxBatches, read_manifest
         hyp = cfg.model.hyper
         aux = AuxBatches.from_shards(cfg.data.aux_shards, cfg.data.aux_split, dataset=cfg.data.aux_dataset,
                                      augment=hyp.augment, resize=hyp.image_size)
-        num_classes = int(aux.labels.max()) + 1
-        from pipeline.data.images import read_manifest
-        num_classes = int(read_manifest(cfg.data.aux_shards, cfg.data.aux_dataset).get("num_classes", num_classes))
+        # the manifest's class count, not the largest label seen: a split may miss the last classes
+        manifest = read_manifest(cfg.data.aux_shards, cfg.data.aux_dataset)
+        num_classes = int(manifest.get("num_classes", int(aux.labels.max()) + 1))
     index = np.asarray(table.columns["index"]) if "index" in table.columns else np.arange(len(archs))
     return TrainData(archs, list(table.archs), index, labels, graphs, aux, num_classes)
 

@@ -31,12 +31,17 @@ def test_slice_takes_the_leading_corner():
         HyperNetwork.slice_to(full, (5, 4, 3, 3))
 
 
-def test_generated_shapes_match_every_op_and_stage():
-    model, space = _model(C=4, cells=2)
+def _generated_params(C: int, cells: int):
+    """Model, space, arch and the target-network weights the hypernetwork generates for ARCH."""
+    model, space = _model(C=C, cells=cells)
     arch = space.parse(ARCH)
     graphs = build_graph_table(space, [arch])
     _, nodes = model.encode(graphs.select(torch.tensor([0])))
-    params = model.target_params([arch], nodes)[0]
+    return model, space, arch, model.target_params([arch], nodes)[0]
+
+
+def test_generated_shapes_match_every_op_and_stage():
+    model, space, arch, params = _generated_params(C=4, cells=2)
     plain = space.build_target(arch, 4, 2, 10)
     shapes = {n: tuple(p.shape) for n, p in plain.named_parameters()}
     assert set(params) == set(shapes)
@@ -51,11 +56,7 @@ def test_generated_shapes_match_every_op_and_stage():
 
 
 def test_functional_call_equals_a_plain_module_holding_the_same_weights():
-    model, space = _model(C=4, cells=2)
-    arch = space.parse(ARCH)
-    graphs = build_graph_table(space, [arch])
-    _, nodes = model.encode(graphs.select(torch.tensor([0])))
-    params = model.target_params([arch], nodes)[0]
+    model, space, arch, params = _generated_params(C=4, cells=2)
     images = torch.randn(6, 3, 16, 16)
     out_functional = model.run_target(arch, params, images)
     plain = space.build_target(arch, 4, 2, 10)

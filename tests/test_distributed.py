@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,37 @@ def test_graceful_stop_mid_epoch_resumes_to_the_same_end(tiny_overrides, monkeyp
     assert np.array_equal(a, b)
     assert _max_diff(_params(Path(full["run_dir"]) / "checkpoints" / "epoch_0002.pt"),
                      _params(run / "checkpoints" / "epoch_0002.pt")) == 0.0
+
+
+@pytest.mark.distributed
+def test_kill_9_mid_run_under_torchrun_then_the_same_command_finishes_like_an_uninterrupted_run(
+        tiny_overrides, tmp_path):
+    more = ["train.epochs=4"]
+    one = train(_cfg(tiny_overrides, "run.name=one", *more))
+    run = Path(one["run_dir"]).parent / "killed"
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(distributed._free_port()),
+           "pipeline/train.py", "--config", TINY, *tiny_overrides, *SMALL, *more, "run.name=killed"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            first = run / "checkpoints" / "epoch_0001.pt"
+            deadline = time.monotonic() + 300
+            while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert first.exists(), (tmp_path / "killed.log").read_text()[-3000:]
+            os.killpg(proc.pid, signal.SIGKILL)  # launcher and both ranks, no chance to checkpoint
+        finally:
+            proc.wait()
+    assert not (run / "results.json").exists() and not (run / "checkpoints" / "epoch_0004.pt").exists()
+    out = _launch(cmd, tmp_path, "relaunched")
+    assert "resumed from" in out.stdout + out.stderr
+    assert _max_diff(_params(Path(one["run_dir"]) / "checkpoints" / "epoch_0004.pt"),
+                     _params(run / "checkpoints" / "epoch_0004.pt")) < 1e-5
+    a = pq.read_table(Path(one["run_dir"]) / "predictions.parquet").column("prediction").to_numpy()
+    b = pq.read_table(run / "predictions.parquet").column("prediction").to_numpy()
+    assert np.allclose(a, b, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------

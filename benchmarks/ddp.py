@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   "args": vars(args)}, indent=2))
     lines = [f"# Data-parallel throughput: {n} ranks vs 1 rank", "",
              f"`python -m benchmarks.ddp --nproc {n} --num-train {args.num_train} --epochs {args.epochs} "
-             f"--accumulate {args.accumulate}`; config `{Path(args.config).name}`, one torch thread per rank, "
+             f"--accumulate {args.accumulate}{' --deepspeed' if args.deepspeed else ''}`; config `{Path(args.config).name}`, one torch thread per rank, "
              f"{os.cpu_count()} CPUs, load average at the end {load[0]:.2f} (other jobs on the machine count).", "",
              "| launcher | archs/s | speed-up | train s | wall s | Kendall τ |", "|---|---|---|---|---|---|"]
     for r in rows:

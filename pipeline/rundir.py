@@ -2,7 +2,7 @@
 
     runs/<name>/
       config.yaml          resolved config (what actually ran)
-      env.json             versions of python, torch and the libraries, host, start time
+      env.json             versions of python, torch and the libraries, host, start time, git commit
       metrics.jsonl        one JSON object per line: {"event": "update"|"epoch"|"eval"|"final", ...}
       tb/                  TensorBoard event files
       checkpoints/         epoch_0001.pt ... and `latest` (a text file naming the newest one); a graceful
@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -33,6 +34,20 @@ from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
 _LIBS = ("torch", "torchvision", "torch-geometric", "webdataset", "timm", "pyarrow", "numpy", "deepspeed", "ray")
 
 
+def source_version() -> dict[str, Any]:
+    """The code a run used: git commit and whether the tree had edits (none outside a git checkout)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pipeline"],
+                               cwd=repo, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"git_commit": commit.stdout.strip(), "git_dirty_pipeline": bool(dirty.stdout.strip())}
+
+
 def environment() -> dict[str, Any]:
     versions = {}
     for lib in _LIBS:
@@ -43,7 +58,7 @@ def environment() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(), "versions": versions,
-            "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **source_version()}
 
 
 class RunDir:

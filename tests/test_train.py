@@ -38,8 +38,10 @@ def test_smoke_run_scores_every_cell_and_writes_the_run_directory(tiny_overrides
     assert [r["epoch"] for r in epochs if r["event"] == "epoch"] == [1, 2, 3]
     assert all("val_tau" in r for r in epochs if r["event"] == "epoch")
     assert (run / "checkpoints" / "latest").read_text().strip() == "epoch_0003.pt"
-    # the resolved config round-trips
+    # the resolved config round-trips; env.json names the code that ran (the tests run from a git checkout)
     assert load_config(run / "config.yaml").data.num_train == 20
+    env = json.loads((run / "env.json").read_text())
+    assert len(env["git_commit"]) == 40 and isinstance(env["git_dirty_pipeline"], bool)
 
 
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_overrides, tmp_path):

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline.utils.paths import REPO_ROOT as REPO, repo_relative
+
 BIN = Path(sys.executable).parent
 
 
@@ -74,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         r["speedup"] = r["archs_per_s"] / base
     load = os.getloadavg()
     (out / "summary.json").write_text(json.dumps({"rows": rows, "cpus": os.cpu_count(), "loadavg": load,
-                                                  "args": vars(args)}, indent=2))
+                                                  "args": {**vars(args), "config": repo_relative(args.config),
+                                                           "out": repo_relative(args.out)}}, indent=2))
     lines = [f"# Data-parallel throughput: {n} ranks vs 1 rank", "",
              f"`python -m benchmarks.ddp --nproc {n} --num-train {args.num_train} --epochs {args.epochs} "
-             f"--accumulate {args.accumulate}{' --deepspeed' if args.deepspeed else ''}`; config `{Path(args.config).name}`, one torch thread per rank, "
+             f"--accumulate {args.accumulate}{' --deepspeed' if args.deepspeed else ''}`; "
+             f"config `{Path(args.config).name}`, one torch thread per rank, "
              f"{os.cpu_count()} CPUs, load average at the end {load[0]:.2f} (other jobs on the machine count).", "",
              "| launcher | archs/s | speed-up | train s | wall s | Kendall τ |", "|---|---|---|---|---|---|"]
     for r in rows:

@@ -30,19 +30,20 @@ from typing import Any
 import torch
 
 from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.utils.paths import REPO_ROOT
 
 _LIBS = ("torch", "torchvision", "torch-geometric", "webdataset", "timm", "pyarrow", "numpy", "deepspeed", "ray")
 
 
 def source_version() -> dict[str, Any]:
     """The code a run used: git commit and whether the tree had edits (none outside a git checkout)."""
-    repo = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10)
         if commit.returncode != 0:
             return {}
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pipeline"],
-                               cwd=repo, capture_output=True, text=True, timeout=10)
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return {"git_commit": commit.stdout.strip(), "git_dirty_pipeline": bool(dirty.stdout.strip())}

@@ -21,7 +21,8 @@ directory (on a filesystem every node sees):
       runs/<trial>/       each trial's run directory (pipeline/rundir.py), plus
                           sweep_result.json (written when the trial finished) or sweep_error.json
       tune/               Ray Tune's experiment state (used by --resume)
-      results.parquet     one row per trial: axis values, status, error, kendall_tau, spearman, times
+      results.parquet     one row per trial: axis values, status, error, kendall_tau, spearman, times,
+                          run_dir (relative to the sweep directory)
       report.md           mean ± std tau over seeds: rows = setting, columns = train sizes
       tau_vs_size.png, tau_per_q.png (when loss.q is an axis)
 
@@ -53,6 +54,7 @@ from pipeline.config import Config, dump_yaml, load_config, read_yaml, replace
 from pipeline.errors import ConfigError, UserError
 from pipeline.metrics import summarize_seeds
 from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.utils.paths import repo_relative
 
 log = logging.getLogger("hypernas.sweep")
 
@@ -247,10 +249,11 @@ def trial_config(spec: Spec, trial: Trial) -> Config:
 
 
 def spec_record(spec: Spec) -> dict[str, Any]:
-    return {"name": spec.name, "spec_file": str(spec.path), "base_config": str(spec.base_config),
-            "overrides": spec.overrides, "grid": spec.grid, "random": spec.random,
-            "num_samples": spec.num_samples, "random_seed": spec.random_seed, "resources": spec.resources,
-            "max_concurrent": spec.max_concurrent, "scheduler": spec.scheduler, "axis_keys": spec.axis_keys,
+    return {"name": spec.name, "spec_file": repo_relative(spec.path),
+            "base_config": repo_relative(spec.base_config), "overrides": spec.overrides,
+            "grid": spec.grid, "random": spec.random, "num_samples": spec.num_samples,
+            "random_seed": spec.random_seed, "resources": spec.resources, "max_concurrent": spec.max_concurrent,
+            "scheduler": spec.scheduler, "axis_keys": spec.axis_keys,
             "trials": [{"trial_id": t.trial_id, "axes": t.axes, "overrides": t.overrides,
                         "num_train": spec.configs[t.trial_id].data.num_train,
                         "seed": spec.configs[t.trial_id].train.seed} for t in spec.trials]}
@@ -445,7 +448,8 @@ def results_table(sweep_dir: Path):
         row: dict[str, Any] = {"trial_id": tid, **t["axes"], "num_train": t["num_train"], "seed": t["seed"],
                                "status": "not run", "error": None, "kendall_tau": float("nan"),
                                "spearman": float("nan"), "val_tau": float("nan"), "train_time_s": float("nan"),
-                               "total_time_s": float("nan"), "finished_at": float("nan"), "run_dir": str(run_dir)}
+                               "total_time_s": float("nan"), "finished_at": float("nan"),
+                               "run_dir": str(run_dir.relative_to(sweep_dir))}
         if (run_dir / RESULT_MARKER).is_file():
             res = json.loads((run_dir / RESULT_MARKER).read_text())
             row.update({k: res.get(k, row[k]) for k in ("kendall_tau", "spearman", "val_tau", "train_time_s",

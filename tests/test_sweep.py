@@ -166,6 +166,10 @@ def test_four_trial_sweep_through_address(ray_head, prepared, tmp_path):
     results = [json.loads(l) for l in (sweep / "tune" / tid / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in results] == [1, 2, 2] and "kendall_tau" in results[-1]
     assert (sweep / "runs" / tid / "predictions.parquet").is_file()
+    # recorded paths name no machine: run dirs relative to the sweep, spec and base config to the repository
+    assert all((sweep / run_dir / "predictions.parquet").is_file() for run_dir in df["run_dir"])
+    record = json.loads((sweep / "sweep.json").read_text())
+    assert record["spec_file"] == "configs/sweeps/tiny.yaml" and record["base_config"] == "configs/nb201_tiny.yaml"
     # the report rebuilds from the directory alone
     (sweep / "report.md").unlink()
     assert _sweep("report", str(sweep), timeout=60).returncode == 0

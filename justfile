@@ -10,8 +10,36 @@ train *ARGS: setup
     {{python}} -m pipeline.train {{ARGS}}
 
 # Run the test suite (what CI runs)
-test *ARGS: setup
+test *ARGS: setup test-services
     {{python}} -m pytest -q {{ARGS}}
+
+# SLURM + munge for tests/test_cluster.py (private daemons on loopback): apt-installed when missing and root; silent when present
+test-services:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    pkgs=(slurmctld slurmd slurm-client munge)
+    missing=()
+    for tool in sbatch srun scontrol slurmctld slurmd munged mungekey; do
+        PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    [ "${#missing[@]}" -eq 0 ] && exit 0
+    why="SLURM/munge missing (${missing[*]}): tests/test_cluster.py will fail; install ${pkgs[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test-services: $why as root (e.g. sudo apt-get install -y --no-install-recommends ${pkgs[*]})" >&2
+        exit 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "test-services: $why with this system's package manager (no apt-get here)" >&2
+        exit 0
+    fi
+    log=$(mktemp); trap 'rm -f "$log"' EXIT
+    install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >>"$log" 2>&1; }
+    if install || { apt-get update -q >>"$log" 2>&1 && install; }; then
+        echo "test-services: installed ${pkgs[*]} (apt) for tests/test_cluster.py"
+    else
+        echo "test-services: apt-get could not install ${pkgs[*]}: tests/test_cluster.py will fail; apt says:" >&2
+        tail -n 20 "$log" >&2
+    fi
 
 # Create ./.venv and install the pinned dependencies (idempotent, quiet when already done)
 setup:
@@ -21,7 +49,7 @@ setup:
     [ -f "$stamp" ] && exit 0
     [ -x {{python}} ] || python3 -m venv .venv
     {{python}} -m pip install -q --upgrade pip
-    {{python}} -m pip install -q -e ".[dev,distributed,sweep]"
+    {{python}} -m pip install -q -e ".[dev,distributed,sweep,benchmarks]"
     rm -f .venv/.installed-* && touch "$stamp"
 
 # Prepare data: NB201 table -> Parquet, CIFAR-10 -> WebDataset shards (the trainer also does this when missing)
@@ -45,13 +73,13 @@ docs: setup
 sweep SPEC *ARGS: setup
     {{python}} -m pipeline.sweep {{SPEC}} {{ARGS}}
 
-# DDP training under torchrun on this machine (NPROC ranks; gloo on CPUs, nccl on GPUs); extra args are key=value overrides
+# DDP training under torchrun on this machine (NPROC ranks; gloo on CPUs, nccl on GPUs; rendezvous on 127.0.0.1 only); extra args are key=value overrides
 train-ddp NPROC="2" *ARGS: setup
-    .venv/bin/torchrun --nproc_per_node {{NPROC}} pipeline/train.py {{ARGS}}
+    {{python}} -m pipeline.launch torchrun --nproc_per_node {{NPROC}} pipeline/train.py {{ARGS}}
 
-# DeepSpeed training (CONFIG: configs/deepspeed/zero{0,1,2}.json; NPROC ranks; CPU: accelerator cpu + gloo); extra args are key=value overrides
+# DeepSpeed training (CONFIG: configs/deepspeed/zero{0,1,2}.json; NPROC ranks; CPU: accelerator cpu + gloo; rendezvous on 127.0.0.1 only); extra args are key=value overrides
 train-deepspeed CONFIG="configs/deepspeed/zero1.json" NPROC="2" *ARGS: setup
-    .venv/bin/deepspeed --num_gpus {{NPROC}} pipeline/train.py --deepspeed_config {{CONFIG}} {{ARGS}}
+    {{python}} -m pipeline.launch deepspeed --num_gpus {{NPROC}} pipeline/train.py --deepspeed_config {{CONFIG}} {{ARGS}}
 
 # Throughput of 2 ranks vs 1 rank for the same work -> results/bench_ddp/summary.md + throughput.png (--deepspeed adds the launcher)
 bench-ddp *ARGS: setup
@@ -60,3 +88,19 @@ bench-ddp *ARGS: setup
 # GPU check (one GPU, < 5 min): paper profile in bf16, step time, peak memory, projected 200-epoch wall time
 gpu-check *ARGS: setup
     PY={{python}} scripts/gpu_check.sh {{ARGS}}
+
+# Data throughput: sharding / loading images/s (500x375 JPEGs, CIFAR) vs what a HyperNAS update consumes -> results/bench_data/
+bench-data *ARGS: setup
+    {{python}} -m benchmarks.data {{ARGS}}
+
+# Zero-cost proxies on NB201 CIFAR-10 (>= 2,000-cell seeded sample; --all for 15,625): Spearman/Kendall vs test, cross-check vs NAS-Bench-Suite-Zero, s/arch -> results/bench_zero_cost/
+bench-zero-cost *ARGS: setup
+    {{python}} -m benchmarks.zero_cost {{ARGS}}
+
+# One HyperNAS step on the largest ViT-base architecture (224 px, 128 images, bf16): --device cuda measures it; on the CPU it is projected from lower settings (~1 min) -> results/bench_vit/
+bench-vit *ARGS: setup
+    {{python}} -m benchmarks.vit_step {{ARGS}}
+
+# Search under a query budget (NB201, 156 queries, 5 seeds): the config's predictor vs random search, regularized evolution and rf -> results/bench_search/
+bench-search *ARGS: setup
+    {{python}} -m benchmarks.search {{ARGS}}

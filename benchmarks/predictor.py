@@ -1,14 +1,21 @@
-"""Kendall τ of NP / HyperNAS-P / HyperNAS over training sizes and seeds, on the same splits.
+"""Prediction quality of every method on the same splits: τ, τ on unseen unique cells, top of the ranking.
 
-    python -m benchmarks.predictor --config configs/nb201_cpu.yaml --sizes 78,156,469 --seeds 0,1,2 \
-        --variants np,hypernas_p,hypernas --jobs 2 [key=value ...]
+    python -m benchmarks.predictor [--suite configs/bench/predictor.yaml] [--sizes 78,156,469]
+        [--seeds 0,1,2,3,4] [--methods np,hypernas_p,hypernas,rf] [--jobs 2] [key=value ...]
 
-Every run is the one trainer (`python -m pipeline.train`) in its own process, one torch thread each,
-`--jobs` at a time. A given (size, seed) draws the same training cells for every variant (the split
-depends only on data.num_train and train.seed). Finished runs are skipped on a re-run, so the
-benchmark resumes. Writes to --out (default results/bench_predictor/): runs.jsonl (one line per run),
-summary.json, summary.md (mean ± std τ per variant and size, beside the paper's numbers and the
-floors measured in METHOD.md) and tau_vs_size.png.
+A suite (YAML, data) names a base config and its methods, each a set of config overrides (neural variants
+and the baselines of pipeline/baselines alike). Every run is the one trainer (`python -m pipeline.train`) in
+its own process, one torch thread each, `--jobs` at a time; a (size, seed) pair draws the same training
+cells for every method (the split depends only on data.num_train and train.seed).
+
+Runs are kept under <out>/runs/<method>-n<size>-s<seed>/. A run is reused only when it was made by the
+current package code (the git tree id of `pipeline/` recorded in its env.json equals today's, and that
+tree had no uncommitted edits) with the same resolved config; otherwise it is trained again. The output
+says which runs were reused and which commit made them. Writes <out>/summary.md, summary.json, runs.jsonl
+and tau_vs_size.png: per method and size, mean ± std over seeds of Kendall τ over all cells, τ over unique
+unseen cells (one per isomorphism class without a training cell), the regret of the predicted best (test
+accuracy below the optimum) and the top-10 / top-50 overlap with the truth; and paired per-seed
+differences for the `pairs` the suite lists (e.g. HyperNAS − HyperNAS-P).
 """
 from __future__ import annotations
 
@@ -19,68 +26,140 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import yaml
+
+from pipeline.config import dump_yaml, load_config
 from pipeline.metrics import summarize_seeds
+from pipeline.rundir import source_version
 from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.utils.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
-PAPER = {  # METHOD.md §7, NB201 CIFAR-10
-    "hypernas": {39: 0.667, 78: 0.677, 156: 0.765, 469: 0.836},
-    "np": {39: 0.655, 78: 0.626, 156: 0.696, 469: 0.757},
+METRICS = (("kendall_tau", "τ all", True), ("kendall_tau_unique", "τ unique unseen", True),
+           ("top1_regret", "regret top-1 (pp)", False), ("top10_overlap_unique", "top-10 overlap", True),
+           ("top50_overlap_unique", "top-50 overlap", True))
+PAPER = {  # METHOD.md §7, NB201 CIFAR-10, τ over all cells
+    "paper HyperNAS": {39: 0.667, 78: 0.677, 156: 0.765, 469: 0.836},
+    "paper NP": {39: 0.655, 78: 0.626, 156: 0.696, 469: 0.757},
 }
-FLOOR_PARAMS = 0.623  # parameter count alone, METHOD.md
 
 
-def load_records(path: Path) -> dict[tuple, dict]:
-    """Finished runs recorded by an earlier invocation (run dirs are not committed; runs.jsonl is)."""
+def load_suite(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["variant"], r["num_train"], r["seed"]): r for r in records if "kendall_tau" in r}
+        raise SystemExit(f"error: suite file {str(path)!r} does not exist")
+    suite = yaml.safe_load(path.read_text()) or {}
+    for key in ("config", "methods"):
+        if key not in suite:
+            raise SystemExit(f"error: suite {str(path)!r} lacks {key!r}")
+    suite["config"] = str((path.parent / suite["config"]).resolve())
+    for name, overrides in suite["methods"].items():
+        if not isinstance(overrides, dict):
+            raise SystemExit(f"error: suite {str(path)!r}: method {name!r} must map config keys to values")
+    return suite
 
 
-def run_one(config: str, variant: str, size: int, seed: int, out: Path, overrides: list[str],
-            summarize_only: bool = False, recorded: dict | None = None) -> dict:
-    name = f"{variant}-n{size}-s{seed}"
-    run_dir = out / "runs" / name
-    results = run_dir / "results.json"
-    if not results.is_file() and recorded and (variant, size, seed) in recorded:
-        return recorded[(variant, size, seed)]
-    if not results.is_file() and summarize_only:
-        return {"variant": variant, "num_train": size, "seed": seed, "missing": True}
-    if not results.is_file():
-        cmd = [sys.executable, "-m", "pipeline.train", "--config", config, f"model.variant={variant}",
-               f"data.num_train={size}", f"train.seed={seed}", f"run.root={out / 'runs'}", f"run.name={name}",
-               "train.threads=1", "run.progress=false", *overrides]
+def _overrides(d: dict[str, Any]) -> list[str]:
+    return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in d.items()]
+
+
+def run_args(suite: dict, method: str, size: int, seed: int, out: Path, extra: list[str]) -> list[str]:
+    return [*_overrides(suite["methods"][method]), f"data.num_train={size}", f"train.seed={seed}",
+            f"run.root={out / 'runs'}", f"run.name={method}-n{size}-s{seed}", "train.threads=1",
+            "run.progress=false", *extra]
+
+
+def reusable(run_dir: Path, resolved_config: str, current: dict[str, Any]) -> str | None:
+    """The commit that made a finished run, when it ran today's package code with today's config."""
+    try:
+        env = json.loads((run_dir / "env.json").read_text())
+        same_config = (run_dir / "config.yaml").read_text() == resolved_config
+        finished = (run_dir / "results.json").is_file()
+    except (OSError, ValueError):
+        return None
+    if (finished and same_config and current.get("pipeline_tree") and not current.get("git_dirty_pipeline")
+            and env.get("pipeline_tree") == current["pipeline_tree"] and not env.get("git_dirty_pipeline")):
+        return env.get("git_commit", "?")
+    return None
+
+
+def run_one(suite: dict, method: str, size: int, seed: int, out: Path, extra: list[str],
+            current: dict[str, Any]) -> dict[str, Any]:
+    args = run_args(suite, method, size, seed, out, extra)
+    run_dir = out / "runs" / f"{method}-n{size}-s{seed}"
+    resolved = dump_yaml(load_config(suite["config"], args))
+    record: dict[str, Any] = {"method": method, "num_train": size, "seed": seed}
+    commit = reusable(run_dir, resolved, current)
+    if commit is None:
+        if run_dir.exists():  # made by other code or another config: start over, never resume across code
+            import shutil
+            shutil.rmtree(run_dir)
         t0 = time.time()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", suite["config"], *args],
+                              cwd=REPO_ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
-            return {"variant": variant, "num_train": size, "seed": seed, "error": proc.stderr[-2000:]}
-        print(f"[bench] {name}: {time.time() - t0:.0f} s", flush=True)
-    s = json.loads(results.read_text())
-    return {"variant": variant, "num_train": size, "seed": seed, "kendall_tau": s["kendall_tau"],
-            "spearman": s["spearman"], "train_time_s": s["train_time_s"], "update_time_s": s["update_time_s"],
-            "score_time_s": s["score_time_s"]}
+            return {**record, "error": proc.stderr[-3000:]}
+        print(f"[bench] {method} n={size} seed={seed}: {time.time() - t0:.0f} s", flush=True)
+        env = json.loads((run_dir / "env.json").read_text())
+        record.update(commit=env.get("git_commit"), reused=False)
+    else:
+        record.update(commit=commit, reused=True)
+    s = json.loads((run_dir / "results.json").read_text())
+    for key in ("kendall_tau", "spearman", "kendall_tau_unique", "top1_true", "top1_regret", "top10_overlap",
+                "top50_overlap", "top10_overlap_unique", "top50_overlap_unique", "top1_regret_unique",
+                "train_time_s", "total_time_s", "update_time_s", "score_time_s"):
+        if key in s:
+            record[key] = s[key]
+    return record
 
 
-def summarize(records: list[dict], variants: list[str], sizes: list[int]) -> tuple[dict, str]:
-    table: dict = {}
-    for v in variants:
-        for n in sizes:
-            taus = [r["kendall_tau"] for r in records if r["variant"] == v and r["num_train"] == n and "kendall_tau" in r]
-            if taus:
-                table.setdefault(v, {})[n] = {**summarize_seeds(taus), "values": taus}
-    lines = ["| variant | " + " | ".join(f"{n} cells" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    for v in variants:
-        cells = []
-        for n in sizes:
-            s = table.get(v, {}).get(n)
-            cells.append(f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})" if s else "–")
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    for v, ref in PAPER.items():
-        lines.append(f"| paper {v} | " + " | ".join(f"{ref[n]:.3f}" if n in ref else "–" for n in sizes) + " |")
-    lines.append(f"| params-count floor | " + " | ".join(f"{FLOOR_PARAMS:.3f}" for _ in sizes) + " |")
-    return table, "\n".join(lines) + "\n"
+def _stat(records: list[dict], method: str, size: int, key: str) -> dict | None:
+    vals = [r[key] for r in records if r["method"] == method and r["num_train"] == size and key in r]
+    return {**summarize_seeds(vals), "values": vals} if vals else None
+
+
+def paired(records: list[dict], a: str, b: str, size: int, key: str = "kendall_tau") -> dict | None:
+    by_seed = {m: {r["seed"]: r[key] for r in records if r["method"] == m and r["num_train"] == size and key in r}
+               for m in (a, b)}
+    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+    if not seeds:
+        return None
+    diffs = [by_seed[a][s] - by_seed[b][s] for s in seeds]
+    return {**summarize_seeds(diffs), "diffs": diffs, "seeds": seeds, "wins": sum(d > 0 for d in diffs)}
+
+
+def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: list[list[str]]) -> tuple[dict, str]:
+    table = {m: {n: {k: _stat(records, m, n, k) for k, _, _ in METRICS} for n in sizes} for m in methods}
+    lines = []
+    for key, title, higher in METRICS:
+        arrow = "higher is better" if higher else "lower is better"
+        lines += [f"### {title} ({arrow})", "", "| method | " + " | ".join(f"{n} cells" for n in sizes) + " |",
+                  "|---|" + "---|" * len(sizes)]
+        for m in methods:
+            cells = []
+            for n in sizes:
+                st = table[m][n][key]
+                cells.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f} ({st['n']})")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        if key == "kendall_tau":
+            for name, ref in PAPER.items():
+                lines.append(f"| {name} | " + " | ".join(f"{ref[n]:.3f}" if n in ref else "–" for n in sizes) + " |")
+        lines.append("")
+    diff_rows = {}
+    if pairs:
+        lines += ["### Paired differences in τ over all cells, per seed", "",
+                  "| pair | " + " | ".join(f"{n} cells" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        for a, b in pairs:
+            cells = []
+            for n in sizes:
+                d = paired(records, a, b, n)
+                diff_rows[f"{a} - {b}"] = {**diff_rows.get(f"{a} - {b}", {}), n: d}
+                cells.append("–" if d is None else f"{d['mean']:+.3f} ± {d['std']:.3f}, {d['wins']}/{d['n']} seeds "
+                             f"ahead ({', '.join(f'{x:+.3f}' for x in d['diffs'])})")
+            lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return {"table": table, "paired": diff_rows}, "\n".join(lines)
 
 
 def plot(table: dict, sizes: list[int], path: Path) -> None:
@@ -88,21 +167,23 @@ def plot(table: dict, sizes: list[int], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
-    for v, by_size in table.items():
-        ns = [n for n in sizes if n in by_size]
-        ax.errorbar(ns, [by_size[n]["mean"] for n in ns], yerr=[by_size[n]["std"] for n in ns], marker="o",
-                    capsize=3, label=v)
-    for v, ref in PAPER.items():
-        ns = [n for n in sizes if n in ref]
-        ax.plot(ns, [ref[n] for n in ns], ls="--", marker="x", alpha=0.6, label=f"paper {v}")
-    ax.axhline(FLOOR_PARAMS, color="grey", ls=":", label="params-count floor")
-    ax.set_xscale("log")
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.set_xlabel("training cells")
-    ax.set_ylabel("Kendall τ vs test accuracy (all cells)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    for ax, (key, title, _) in zip(axes, (METRICS[0], METRICS[2])):
+        for m, by_size in table.items():
+            ns = [n for n in sizes if by_size[n][key]]
+            if ns:
+                ax.errorbar(ns, [by_size[n][key]["mean"] for n in ns], yerr=[by_size[n][key]["std"] for n in ns],
+                            marker="o", capsize=3, label=m)
+        if key == "kendall_tau":
+            for name, ref in PAPER.items():
+                ns = [n for n in sizes if n in ref]
+                ax.plot(ns, [ref[n] for n in ns], ls="--", marker="x", alpha=0.6, label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.set_xlabel("training cells")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
@@ -111,50 +192,60 @@ def plot(table: dict, sizes: list[int], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/nb201_cpu.yaml")
-    p.add_argument("--sizes", default="78,156,469")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--variants", default="np,hypernas_p,hypernas")
+    p.add_argument("--suite", default="configs/bench/predictor.yaml")
+    p.add_argument("--sizes", default=None, help="comma-separated training sizes (default: the suite's)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the suite's)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of the suite's methods")
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", default="results/bench_predictor")
-    p.add_argument("--summarize-only", action="store_true",
-                   help="only aggregate the runs already finished under --out (start none)")
+    p.add_argument("--out", default=None, help="output directory (default: the suite's)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = p.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    variants = args.variants.split(",")
-    out = Path(args.out).resolve()
+    suite_path = Path(args.suite)
+    suite = load_suite(suite_path if suite_path.is_absolute() else REPO_ROOT / suite_path)
+    sizes = [int(s) for s in (args.sizes or ",".join(map(str, suite.get("sizes", [78, 156, 469])))).split(",")]
+    seeds = [int(s) for s in (args.seeds or ",".join(map(str, suite.get("seeds", [0, 1, 2, 3, 4])))).split(",")]
+    methods = args.methods.split(",") if args.methods else list(suite["methods"])
+    unknown = [m for m in methods if m not in suite["methods"]]
+    if unknown:
+        print(f"error: unknown method(s) {unknown}; the suite has {list(suite['methods'])}", file=sys.stderr)
+        return 2
+    out = Path(args.out or suite.get("out", "results/bench_predictor"))
+    out = out if out.is_absolute() else REPO_ROOT / out
     out.mkdir(parents=True, exist_ok=True)
-    # cheap runs first so partial results cover every cell of the table early
-    jobs = [(v, n, s) for s in seeds for n in sizes for v in variants]
-    recorded = load_records(out / "runs.jsonl")
+    current = source_version()
+    if current.get("git_dirty_pipeline"):
+        print("[bench] pipeline/ has uncommitted edits: no run can be reused, and these runs cannot be reused "
+              "later", flush=True)
+    # every method at a (seed, size) before the next seed, small sizes first: partial results fill whole rows
+    jobs = [(m, n, s) for s in seeds for n in sizes for m in methods]
     with ThreadPoolExecutor(args.jobs) as pool:
-        records = list(pool.map(
-            lambda j: run_one(args.config, *j, out, args.overrides, args.summarize_only, recorded), jobs))
-    missing = [r for r in records if r.get("missing")]
-    records = [r for r in records if not r.get("missing")]
-    # keep what earlier invocations recorded outside this grid, so the table only grows
-    done = {(r["variant"], r["num_train"], r["seed"]) for r in records}
-    records += [r for k, r in recorded.items() if k not in done]
-    sizes = sorted({*sizes, *(r["num_train"] for r in records)})
-    variants += [v for v in dict.fromkeys(r["variant"] for r in records) if v not in variants]
+        records = list(pool.map(lambda j: run_one(suite, *j, out, args.overrides, current), jobs))
     errors = [r for r in records if "error" in r]
     for r in errors:
-        print(f"[bench] FAILED {r['variant']} n={r['num_train']} seed={r['seed']}:\n{r['error']}", file=sys.stderr)
+        print(f"[bench] FAILED {r['method']} n={r['num_train']} seed={r['seed']}:\n{r['error']}", file=sys.stderr)
+    records = [r for r in records if "error" not in r]
     atomic_write_text(out / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    table, md = summarize(records, variants, sizes)
-    header = (f"# Predictor benchmark\n\n`python -m benchmarks.predictor --config {args.config} --sizes {args.sizes} "
-              f"--seeds {args.seeds} --variants {args.variants} {' '.join(args.overrides)}`\n\n"
-              f"Kendall τ (mean ± std over seeds) against `test` accuracy over all cells, trained on validation "
-              f"accuracy (METHOD.md §7). Same training cells for every variant at a given size and seed.\n\n")
-    if missing:
-        header += ("Not run: " + ", ".join(f"{r['variant']} n={r['num_train']} seed={r['seed']}" for r in missing)
-                   + ".\n\n")
-    atomic_write_text(out / "summary.md", header + md)
-    atomic_write_json(out / "summary.json", {"table": table, "records": records})
-    plot(table, sizes, out / "tau_vs_size.png")
-    print(header + md)
+    pairs = [p for p in suite.get("pairs", []) if all(m in methods for m in p)]
+    table, md = summarize(records, methods, sizes, pairs)
+    commits = sorted({r["commit"] for r in records if r.get("commit")})
+    reused = [r for r in records if r.get("reused")]
+    cmd = " ".join(["python -m benchmarks.predictor", f"--suite {args.suite}", f"--sizes {','.join(map(str, sizes))}",
+                    f"--seeds {','.join(map(str, seeds))}", f"--methods {','.join(methods)}", *args.overrides])
+    header = [f"# Predictor benchmark: {suite.get('title', suite_path.stem)}", "", f"`{cmd}`", "",
+              suite.get("description", "").strip(), "",
+              f"Base config `{Path(suite['config']).relative_to(REPO_ROOT)}`; methods (overrides): "
+              + "; ".join(f"**{m}** `{' '.join(_overrides(suite['methods'][m])) or '(base)'}`" for m in methods) + ".",
+              "", f"Cells: mean ± std over seeds (number of seeds). Runs made by commit(s) {', '.join(c[:10] for c in commits)}"
+              + (f"; {len(reused)} of {len(records)} runs reused from an earlier invocation with the same package "
+                 f"code and config." if reused else "; every run trained by this invocation."), ""]
+    if errors:
+        header += [f"{len(errors)} runs FAILED (see stderr).", ""]
+    text = "\n".join(header) + "\n" + md
+    atomic_write_text(out / "summary.md", text)
+    atomic_write_json(out / "summary.json", {"command": cmd, "sizes": sizes, "seeds": seeds, "methods": methods,
+                                             **table, "records": records})
+    plot(table["table"], sizes, out / "tau_vs_size.png")
+    print(text)
     return 1 if errors else 0
 
 

@@ -11,24 +11,17 @@ Overrides use dotted keys: `train.epochs=5 model.variant=np loss.q=2`. Values ar
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import sys
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from pipeline.errors import ConfigError
-
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text (mutable defaults go through default_factory)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+from pipeline.settings import build as _build
+from pipeline.settings import as_dict, help_rows
+from pipeline.settings import setting as _f
 
 
 @dataclass
@@ -44,8 +37,14 @@ class DataConfig:
                          "Table column Kendall tau / Spearman are computed against (test accuracy).")
     label_range: list = _f([0.0, 100.0], "Allowed [min, max] of label values; outside it is an error.")
     num_train: int = _f(156, "Number of training architectures drawn from the pool (seeded by train.seed).")
-    val_archs: int = _f(200, "Held-out architectures (not in the training set) for the per-epoch "
-                             "validation tau on `train_label`; 0 disables it.")
+    val_archs: int = _f(0, "Labelled architectures beyond the budget for a per-epoch monitoring tau on "
+                           "`train_label` (0 = none). Monitoring only: they are labels a real search would not "
+                           "have, so no choice (setting, checkpoint, early stop) may use them; select with "
+                           "cross-validation inside the budget (`python -m pipeline.cv`).")
+    cv_folds: int = _f(0, "K-fold cross-validation inside the training budget (0 = off): the run trains on "
+                          "K-1 folds of the num_train cells and scores fold `cv_fold` on `train_label` only "
+                          "(no test label is read). `python -m pipeline.cv` runs all K.")
+    cv_fold: int = _f(0, "Which fold (0..cv_folds-1) is held out when cv_folds > 0.")
     aux_source: str = _f("../shared/data/cifar10/cifar10_subset.npz",
                          "Image source for the auxiliary task (npz, CIFAR python batches dir, "
                          "ImageNet16 batches or an ImageFolder); sharded into `aux_shards` when missing.")
@@ -53,15 +52,22 @@ class DataConfig:
     aux_dataset: str = _f("cifar10", "Dataset name in the shard file names (`{dataset}-{split}-000000.tar`).")
     aux_split: str = _f("train", "Shard split the auxiliary task trains on.")
     aux_eval_split: str = _f("test", "Shard split the generated networks are scored on (HyperNAS-H).")
+    aux_loader: str = _f("auto", "auto | memory | stream. auto: in memory when the split's decoded size fits "
+                                 "`aux_memory_mb`; memory: exact, resumable batches per sample id; stream: "
+                                 "webdataset + timm transforms, disjoint shards per rank (ImageNet-sized sets).")
+    aux_memory_mb: float = _f(2048.0, "Per-rank budget (MiB) for the decoded aux split (count x H x W x 3 at "
+                                      "model.hyper.image_size when sizes vary).")
+    aux_workers: int = _f(2, "DataLoader workers per rank for streamed aux images (shards >= ranks x workers).")
+    aux_shuffle_buffer: int = _f(2000, "Samples in each streaming worker's shuffle buffer.")
     prepare: bool = _f(True, "Build the table / shards when they are missing (false: error instead).")
+    prepare_workers: int = _f(1, "Worker processes when the trainer shards missing aux images.")
 
 
 @dataclass
 class SpaceConfig:
     name: str = _f("nb201", "Search space (pipeline.spaces registry): nb201, ...")
-    cells_per_stage: int = _f(5, "Cells per stage of the *encoded* benchmark network (NB201: N=5).")
-    prune: bool = _f(True, "Drop 'none' ops and ops on no input->output path from cell graphs, "
-                           "so functionally identical cells encode alike.")
+    settings: dict = _f({}, "The space's own settings, checked against its Settings dataclass (see 'Space "
+                            "settings' below); missing ones take their defaults, written out in config.yaml.")
 
 
 @dataclass
@@ -84,20 +90,29 @@ class RegressorConfig:
 class HyperConfig:
     layers: int = _f(3, "Hypernetwork MLP layers (shared by all nodes).")
     hidden: int = _f(96, "Hypernetwork hidden width.")
-    target_channels: int = _f(16, "Width C of the target network's first stage (stages C, 2C, 4C).")
-    target_cells_per_stage: int = _f(5, "Cells per stage of the target network (independent of the "
-                                        "encoded network: a cheap target can serve on a CPU).")
     images_per_arch: int = _f(128, "Auxiliary images per architecture per step.")
     image_size: int = _f(32, "Aux images are resized to this side (32 = CIFAR native).")
     augment: bool = _f(True, "Random crop (pad 4) + horizontal flip on aux images.")
-    batched_targets: bool = _f(False, "Run a micro-batch's target networks side by side as one grouped "
-                                     "network (same result, far fewer kernel calls); false: one "
-                                     "functional_call per architecture.")
+    init: str = _f("kaiming", "Hypernetwork initialisation: kaiming (generated weights start at Kaiming scale and "
+                              "depend on the node; pipeline/models/hypernet.py) or fan_in (the earlier scheme, "
+                              "~1/7 of that scale, bias-dominated; for ablations).")
+    encoder_grad: float = _f(1.0, "Scale of the hypernetwork task's gradient where it enters the shared GCN (1 = the "
+                                  "paper; 0 = the aux task trains only the hypernetwork). The aux loss sends a "
+                                  "far larger gradient into the GCN than L_pred at init (x2-x50 by space), "
+                                  "which the task weights alone do not balance.")
+    unlabelled: int = _f(0, "Extra architectures per architecture-step for the hypernetwork task only, drawn "
+                            "from the whole table without their labels (the auxiliary task needs none): the "
+                            "GCN then learns from the space, not only the labelled budget. 0 = the paper's "
+                            "recipe.")
 
 
 @dataclass
 class ModelConfig:
-    variant: str = _f("hypernas", "Predictor variant: np, hypernas_p, hypernas_h, hypernas (METHOD.md §6).")
+    variant: str = _f("hypernas", "Predictor variant: np, hypernas_p, hypernas_h, hypernas (METHOD.md §6), or a "
+                                  "baseline of pipeline.baselines (rf, params).")
+    features: list = _f([], "Feature sets (pipeline.features: graf) fed to the regressor beside the GCN "
+                            "embedding, standardised with the training cells' statistics; [] = none.")
+    baseline: dict = _f({}, "Settings of a baseline variant (e.g. {n_estimators: 500, features: [graf]}).")
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"help": "GCN encoder."})
     regressor: RegressorConfig = field(default_factory=RegressorConfig, metadata={"help": "Regressor."})
     hyper: HyperConfig = field(default_factory=HyperConfig, metadata={"help": "Hypernetwork + target net."})
@@ -113,6 +128,15 @@ class LossConfig:
     detach_power: Optional[bool] = _f(None, "Detach the L^(q-1) factor (it then acts as a weight). null = "
                                             "auto: detached for reading B, not for A (where it is the whole term).")
     init: float = _f(1.0, "Initial value of the learnable task weights u_t.")
+    scope: str = _f("update", "What the weighting weights: `update` = each task's mean loss over the update "
+                              "(the power factor read at the previous update's mean, so micro-batches and "
+                              "ranks change nothing); `arch` = every architecture's own loss (ablation).")
+    anchor_momentum: float = _f(0.0, "Smoothing of the previous-update task means the weighting reads "
+                                     "(0 = the last update's).")
+    mse_weight: float = _f(1.0, "Weight of the squared error in L_pred (standardised accuracy).")
+    rank_weight: float = _f(0.0, "Weight of a pairwise ranking term in L_pred: for each architecture, the "
+                                 "mean logistic loss log(1+exp(-s_ij (p_i - p_j))) over the other architectures "
+                                 "of its update, s_ij = sign(y_i - y_j).")
     fixed_weights: dict = _f({}, "Per-task weights for `fixed` (e.g. {pred: 1.0, hyper: 0.1}).")
 
 
@@ -128,6 +152,8 @@ class TrainConfig:
                              "architecture keeps its own loss and image batch, so this changes speed, not "
                              "the gradient.")
     seed: int = _f(0, "Seed of the training subset, initialisation, data order and augmentation.")
+    member: int = _f(0, "Ensemble member: another initialisation, data order and augmentation on the SAME training "
+                        "subset (0 = train.seed's own; the split only depends on train.seed).")
     deterministic: bool = _f(True, "torch.use_deterministic_algorithms (CPU: exact resume).")
     threads: int = _f(0, "torch intra-op threads (0 = all cores).")
     grad_clip: float = _f(0.0, "Clip the gradient norm to this value (0 = off).")
@@ -181,63 +207,6 @@ class Config:
 
 # --------------------------------------------------------------------------------------------------
 # Loading, overriding, validating
-
-
-def _resolve_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    """Check/convert a YAML value to the field's declared type; name the key on failure."""
-    if dataclasses.is_dataclass(typ):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
-        return _build(typ, value, key + ".")
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key)
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key {key!r} must be true/false, got {value!r}")
-    if typ is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
-    if typ is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
-    if typ in (list, dict):
-        if isinstance(value, typ):
-            return value
-        raise ConfigError(f"config key {key!r} must be a {typ.__name__}, got {value!r}")
-    return value
-
-
-def _unknown(key: str, known: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}; known keys here: {', '.join(known)}")
-
-
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    known = [f.name for f in fields(cls)]
-    kwargs = {}
-    for name, value in values.items():
-        if name not in known:
-            raise _unknown(prefix + str(name), known)
-        kwargs[name] = _coerce(value, _resolve_type(cls, name), prefix + name)
-    return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -315,21 +284,39 @@ def validate(cfg: Config) -> None:
 
     need(cfg.data.num_train >= 1, "data.num_train", "must be >= 1")
     need(cfg.data.val_archs >= 0, "data.val_archs", "must be >= 0")
+    need(cfg.data.aux_loader in ("auto", "memory", "stream"), "data.aux_loader",
+         f"must be auto, memory or stream, got {cfg.data.aux_loader!r}")
+    need(cfg.data.aux_memory_mb >= 0 and cfg.data.aux_workers >= 0 and cfg.data.aux_shuffle_buffer >= 0,
+         "data.aux_memory_mb", "aux_memory_mb, aux_workers and aux_shuffle_buffer must be >= 0")
+    need(cfg.data.prepare_workers >= 1, "data.prepare_workers", "must be >= 1")
     need(len(cfg.data.label_range) == 2 and cfg.data.label_range[0] < cfg.data.label_range[1],
          "data.label_range", "must be [min, max] with min < max")
-    need(cfg.space.cells_per_stage >= 1, "space.cells_per_stage", "must be >= 1")
     need(cfg.model.encoder.layers >= 1, "model.encoder.layers", "must be >= 1")
     need(cfg.model.encoder.hidden >= 1, "model.encoder.hidden", "must be >= 1")
     need(cfg.model.encoder.connectivity in ("sum", "concat"), "model.encoder.connectivity",
          f"must be 'sum' or 'concat', got {cfg.model.encoder.connectivity!r}")
     need(0.0 <= cfg.model.encoder.dropout < 1.0, "model.encoder.dropout", "must be in [0, 1)")
-    need(cfg.model.hyper.target_channels >= 1, "model.hyper.target_channels", "must be >= 1")
-    need(cfg.model.hyper.target_cells_per_stage >= 1, "model.hyper.target_cells_per_stage", "must be >= 1")
     need(cfg.model.hyper.images_per_arch >= 1, "model.hyper.images_per_arch", "must be >= 1")
     need(cfg.model.hyper.image_size >= 8, "model.hyper.image_size", "must be >= 8")
+    need(cfg.model.hyper.unlabelled >= 0, "model.hyper.unlabelled", "must be >= 0")
+    need(cfg.model.hyper.encoder_grad >= 0, "model.hyper.encoder_grad", "must be >= 0")
+    need(cfg.model.hyper.init in ("kaiming", "fan_in"), "model.hyper.init",
+         f"must be kaiming or fan_in, got {cfg.model.hyper.init!r}")
     need(cfg.loss.q > 0, "loss.q", "must be > 0")
+    need(cfg.loss.scope in ("update", "arch"), "loss.scope", f"must be update or arch, got {cfg.loss.scope!r}")
+    need(0.0 <= cfg.loss.anchor_momentum < 1.0, "loss.anchor_momentum", "must be in [0, 1)")
+    need(cfg.loss.mse_weight >= 0 and cfg.loss.rank_weight >= 0, "loss.mse_weight",
+         "loss.mse_weight and loss.rank_weight must be >= 0")
+    need(cfg.loss.mse_weight + cfg.loss.rank_weight > 0, "loss.rank_weight",
+         "loss.mse_weight and loss.rank_weight are both 0: the regressor would not train")
+    need(cfg.data.cv_folds == 0 or cfg.data.cv_folds >= 2, "data.cv_folds", "must be 0 (off) or >= 2")
+    need(cfg.data.cv_folds == 0 or 0 <= cfg.data.cv_fold < cfg.data.cv_folds, "data.cv_fold",
+         f"must be in [0, data.cv_folds={cfg.data.cv_folds})")
+    need(cfg.data.cv_folds == 0 or cfg.data.num_train >= 2 * cfg.data.cv_folds, "data.cv_folds",
+         f"needs at least 2 training cells per fold (data.num_train={cfg.data.num_train})")
     need(cfg.loss.reading in ("A", "B"), "loss.reading", f"must be 'A' or 'B', got {cfg.loss.reading!r}")
     need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    need(cfg.train.member >= 0, "train.member", "must be >= 0")
     need(cfg.train.lr > 0, "train.lr", "must be > 0")
     need(cfg.train.accumulate >= 1, "train.accumulate", "must be >= 1")
     need(cfg.train.micro_batch >= 0, "train.micro_batch", "must be >= 0")
@@ -343,16 +330,36 @@ def validate(cfg: Config) -> None:
     need(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
     need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints", "must be >= 1")
     # Registries validate names (space, variant, weighting) where they are built, listing the options.
-    from pipeline.spaces import SPACES
+    from pipeline.baselines import BASELINES
+    from pipeline.features import FEATURE_SETS
+    from pipeline.loss import WEIGHTINGS
     from pipeline.models.predictor import VARIANTS
-    from pipeline.loss import WEIGHTINGS  # noqa: F401
-    SPACES.get(cfg.space.name)
-    VARIANTS.get(cfg.model.variant)
+    from pipeline.spaces import SPACES
+    space_cls = SPACES.get(cfg.space.name)
+    if not isinstance(cfg.space.settings, dict):
+        raise ConfigError(f"config key 'space.settings' must be a mapping, got {cfg.space.settings!r}")
+    cfg.space.settings = as_dict(_build(space_cls.Settings, cfg.space.settings, "space.settings."))
+    if cfg.model.variant not in BASELINES:
+        try:
+            VARIANTS.get(cfg.model.variant)
+        except ConfigError:
+            raise ConfigError(f"config key 'model.variant': unknown {cfg.model.variant!r}; predictor variants: "
+                              f"{', '.join(VARIANTS.names())}; baselines: {', '.join(BASELINES.names())}") from None
     WEIGHTINGS.get(cfg.loss.weighting)
+    for name in cfg.model.features:
+        FEATURE_SETS.get(name)
 
 
 def run_name(cfg: Config) -> str:
-    return cfg.run.name or f"{cfg.space.name}-{cfg.model.variant}-n{cfg.data.num_train}-s{cfg.train.seed}"
+    member = f"-m{cfg.train.member}" if cfg.train.member else ""
+    return cfg.run.name or f"{cfg.space.name}-{cfg.model.variant}-n{cfg.data.num_train}-s{cfg.train.seed}{member}"
+
+
+def model_seed(cfg: Config) -> int:
+    """Seed of everything random but the split (init, order, dropout, augmentation): train.seed for member 0."""
+    if not cfg.train.member:
+        return cfg.train.seed
+    return (cfg.train.seed * 1_000_003 + cfg.train.member * 7_919 + 17) % (2**31 - 1)
 
 
 def dump_yaml(cfg: Config) -> str:
@@ -365,13 +372,7 @@ def dump_yaml(cfg: Config) -> str:
 
 def iter_keys(cls: type = Config, prefix: str = ""):
     """Yield (dotted key, type name, default, help) for every leaf key."""
-    default = cls()
-    for f in fields(cls):
-        typ = _resolve_type(cls, f.name)
-        if dataclasses.is_dataclass(typ):
-            yield from iter_keys(typ, prefix + f.name + ".")
-        else:
-            yield prefix + f.name, getattr(typ, "__name__", str(typ)), getattr(default, f.name), f.metadata.get("help", "")
+    yield from help_rows(cls, prefix)
 
 
 def markdown_doc() -> str:
@@ -381,7 +382,17 @@ def markdown_doc() -> str:
              "| key | type | default | meaning |", "|---|---|---|---|"]
     for key, typ, default, help in iter_keys():
         lines.append(f"| `{key}` | {typ} | `{default!r}` | {help} |")
-    return "\n".join(lines) + "\n"
+    from pipeline.spaces import SPACES
+    lines += ["", "## Space settings", "",
+              "`space.settings.<key>`, per space (`space.name`); e.g. `space.settings.target_channels=16`.", ""]
+    for name in SPACES.names():
+        cls = SPACES.get(name)
+        lines += [f"### `{name}`", "", (cls.Settings.__doc__ or "").strip(), "",
+                  "| key | type | default | meaning |", "|---|---|---|---|"]
+        for key, typ, default, help in help_rows(cls.Settings):
+            lines.append(f"| `{key}` | {typ} | `{default!r}` | {help} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 if __name__ == "__main__":

@@ -327,6 +327,14 @@ class Runtime:
                 out.setdefault(k, []).extend(v)
         return out
 
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum of `values` over ranks (float64; identity in one process)."""
+        if not self.distributed:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.backend == "nccl" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
     def any_flag(self, flag: bool) -> bool:
         if not self.distributed:
             return flag
@@ -508,6 +516,8 @@ def setup(cfg: Any, n_train: int | None = None) -> Runtime:
         raise ConfigError(f"train.micro_batch={cfg.train.micro_batch} exceeds the {per_rank} architectures per "
                           f"rank and update (train.accumulate={cfg.train.accumulate} / {env.world} ranks)")
     if mode == "deepspeed":
+        from pipeline.utils.extras import require
+        require("deepspeed", what="dist.deepspeed_config (training under DeepSpeed)")
         rt.ds_config = deepspeed_config(ds_path, cfg.train.accumulate, cfg.train.micro_batch, env.world,
                                         cfg.train.grad_clip, cfg.train.precision)
     if mode == "single":
@@ -515,11 +525,16 @@ def setup(cfg: Any, n_train: int | None = None) -> Runtime:
     if env.source == "slurm" and "MASTER_ADDR" not in os.environ:
         raise ConfigError("launched by srun without torchrun: set MASTER_ADDR and MASTER_PORT "
                           "(cluster/*.sbatch show how)")
+    timeout = datetime.timedelta(seconds=cfg.dist.timeout_s)
     if env.world == 1:  # deepspeed in one plain process: it wants the torchrun variables
         for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
             os.environ.setdefault(k, v)
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    timeout = datetime.timedelta(seconds=cfg.dist.timeout_s)
+        # One process needs no rendezvous: an in-memory store, so nothing listens (a TCPStore listens on every
+        # interface whatever MASTER_ADDR says); DeepSpeed takes the existing group. gloo's own socket on loopback.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        kw = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout, **kw)
     if mode == "deepspeed":
         import deepspeed
         deepspeed.init_distributed(dist_backend=backend, timeout=timeout, rank=env.rank, world_size=env.world,

@@ -4,22 +4,35 @@ A weighting is an `nn.Module`: its learnable parameters (if any) are registered 
 trainer hands them to the same optimizer as the model and they are saved in checkpoints with it.
 
     weighting = build_weighting("adaptive", ["pred", "hyper"], q=1.5)
-    total, info = weighting({"pred": l_pred, "hyper": l_hyper})
+    total, info = weighting({"pred": l_pred, "hyper": l_hyper})     # (B,) losses, one per architecture
+    weighting.set_anchors({"pred": 0.8, "hyper": 2.1})              # after each optimizer update
 
-`forward` takes `{task_name: loss}` where every loss is a scalar or a `(B,)` tensor (one loss per
-architecture) and returns `(total, info)`:
+**What is weighted: tasks, not architectures** (`scope="update"`, the default). The paper weights each
+task's loss L_t; here L_t is the task's mean over the architectures of one optimizer update. Every
+weighting is written as `term_t = α_t + β_t · L_t`, where α_t and β_t depend on the learnable parameters
+and on an *anchor* a_t, a detached reading of L_t:
 
-- `total` has the broadcast shape of the inputs. All formulas are elementwise, so a `(B,)` call gives
-  the same per-architecture totals as B scalar calls; the trainer averages them over the micro-batch,
-  which equals gradient accumulation (METHOD.md §5).
-- `info` maps `"loss/<task>"` to the task's loss (mean over B) and `"weight/<task>"` to its current
-  effective weight, i.e. the coefficient `w_t` such that the task's term equals `w_t * L_t` (again a
-  mean over B when it depends on L), plus the raw learnable values (`"u/<task>"`, `"log_var/<task>"`).
+- for the linear weightings (fixed, uncertainty) α and β do not depend on a_t;
+- for the adaptive loss the factor L^(q−1) (reading B, detached: the default) is read at a_t, and the
+  non-linear forms (B without detach, reading A) are replaced by their first-order expansion around a_t,
+  which has the exact value and gradients at L_t = a_t.
+
+With `scope="update"` the anchor is the previous update's task mean (`set_anchors`, the same on every
+rank; before the first update each task's chance-level loss), so the total is *linear* in the
+per-architecture losses: the mean of per-architecture terms over the update is exactly the task-level
+loss, however the update is split into micro-batches and ranks. With `scope="arch"` the anchor is each
+architecture's own loss: every architecture gets its own weight, e.g. |e|^(2(q−1)) on a squared error e²,
+which turns the regression into an |e|³ loss at q = 1.5 (how an earlier version of this project read the
+paper's one-architecture steps); kept as a setting for ablations.
+
+`forward` takes `{task_name: loss}` (scalars or `(B,)` tensors) and returns `(total, info)`: `total` has
+the broadcast shape of the inputs; `info` maps `"loss/<task>"` to the task's loss (mean over B) and
+`"weight/<task>"` to its effective weight β_t (mean over B), plus the raw learnable values (`"u/<task>"`,
+`"log_var/<task>"`).
 
 Single task: every weighting returns that task's loss tensor unchanged and owns no parameters. NP and
-HyperNAS-P have only `L_pred`; the paper's baselines are plain MSE predictors, so reweighting a lone
-loss (which, for the adaptive loss with q != 2, would change the effective objective, and for the
-learnable weightings only rescales the learning rate) would make the baselines unfair.
+HyperNAS-P have only `L_pred`; the paper's baselines are plain predictors, so reweighting a lone loss would
+make the baselines unfair.
 """
 from __future__ import annotations
 
@@ -43,12 +56,16 @@ __all__ = [
     "build_weighting",
     "available_weightings",
     "DEFAULT_WEIGHTING",
+    "SCOPES",
 ]
 
 DEFAULT_WEIGHTING = "adaptive"
+SCOPES = ("update", "arch")
+# Settings every weighting takes (see Weighting.configure), besides its own.
+_COMMON_SETTINGS = ("scope", "chance", "anchor_momentum")
 
-# Floor for L_t before raising it to (q - 1): for q < 1 a zero loss would give inf (and inf * 0 = nan),
-# and for q < 2 the derivative of L^(q-1) is infinite at 0.
+# Floor for L_t (and anchors) before raising it to a power: for q < 1 a zero loss would give inf, and
+# for q < 2 the derivative of L^(q-1) is infinite at 0.
 _POWER_EPS = 1e-8
 
 WEIGHTINGS: Registry[type["Weighting"]] = Registry("loss weighting")
@@ -67,24 +84,27 @@ def available_weightings() -> list[str]:
 def build_weighting(name: str, task_names: Sequence[str], **settings: object) -> "Weighting":
     """Instantiate the weighting registered as `name` for `task_names` with its `settings`.
 
-    Raises ConfigError for an unknown name (listing the known ones), an unknown setting (listing the
-    accepted ones) or an invalid setting value.
+    `settings` are the class's own (e.g. q, reading) plus the common ones (scope, chance,
+    anchor_momentum). Raises ConfigError for an unknown name (listing the known ones), an unknown
+    setting (listing the accepted ones) or an invalid setting value.
     """
     cls = WEIGHTINGS.get(name)
+    common = {k: settings.pop(k) for k in _COMMON_SETTINGS if k in settings}
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "task_names")]
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
         raise ConfigError(
             f"unknown setting(s) {', '.join(map(repr, unknown))} for loss weighting {name!r}; "
-            f"accepted: {', '.join(accepted) or '(none)'}"
+            f"accepted: {', '.join(accepted + list(_COMMON_SETTINGS))}"
         )
-    return cls(task_names, **settings)
+    return cls(task_names, **settings).configure(**common)
 
 
 class Weighting(nn.Module):
-    """Base class: validates inputs, short-circuits the single-task case, builds the info dict.
+    """Base class: validates inputs, short-circuits the single-task case, holds the anchors, builds `info`.
 
-    Subclasses implement `_terms`, returning per task its weighted term and effective weight.
+    Subclasses implement `_coefficients(anchors)`: per task (in `task_names` order) α_t and β_t of
+    `term_t = α_t + β_t · L_t` (see the module doc).
     """
 
     def __init__(self, task_names: Sequence[str]) -> None:
@@ -97,10 +117,44 @@ class Weighting(nn.Module):
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate task names: {names!r}")
         self.task_names: list[str] = names
+        self.scope = "update"
+        self.anchor_momentum = 0.0
+        # Detached task-loss readings, one per task, checkpointed with the module (see set_anchors).
+        self.register_buffer("anchors", torch.ones(len(names)))
+
+    def configure(self, scope: str = "update", chance: Mapping[str, float] | None = None,
+                  anchor_momentum: float = 0.0) -> "Weighting":
+        """Common settings: `scope` (update | arch), each task's `chance`-level loss (the first anchors;
+        1.0 for tasks not given), `anchor_momentum` m (anchor <- m·anchor + (1−m)·update mean)."""
+        if scope not in SCOPES:
+            raise ConfigError(f"loss weighting scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        m = _finite_float("anchor_momentum", anchor_momentum)
+        if not 0.0 <= m < 1.0:
+            raise ConfigError(f"loss weighting anchor_momentum must be in [0, 1), got {m}")
+        chance = dict(chance or {})
+        unknown = sorted(set(chance) - set(self.task_names))
+        if unknown:
+            raise ConfigError(f"chance-level losses name unknown task(s) {unknown}; tasks: {self.task_names}")
+        values = [_finite_float(f"chance.{t}", chance.get(t, 1.0)) for t in self.task_names]
+        if any(v <= 0 for v in values):
+            raise ConfigError(f"chance-level losses must be > 0, got {dict(zip(self.task_names, values))}")
+        self.scope, self.anchor_momentum = scope, m
+        with torch.no_grad():
+            self.anchors.copy_(torch.tensor(values))
+        return self
 
     @property
     def single_task(self) -> bool:
         return len(self.task_names) == 1
+
+    @torch.no_grad()
+    def set_anchors(self, means: Mapping[str, float]) -> None:
+        """After an optimizer update: each task's mean loss over that update (all ranks together)."""
+        m = self.anchor_momentum
+        for i, task in enumerate(self.task_names):
+            value = means.get(task)
+            if value is not None and math.isfinite(value):
+                self.anchors[i] = m * self.anchors[i] + (1.0 - m) * max(float(value), _POWER_EPS)
 
     def forward(self, losses: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """Combine `{task: loss}` (scalars or `(B,)` tensors) into `(total, info)`; see the module doc."""
@@ -115,19 +169,23 @@ class Weighting(nn.Module):
             loss = losses[task]
             return loss, {f"loss/{task}": _mean(loss), f"weight/{task}": 1.0}
 
-        terms, weights = self._terms(losses)
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
+        if self.scope == "arch":
+            anchors = [losses[t].detach().clamp_min(_POWER_EPS) for t in self.task_names]
+        else:
+            anchors = [self.anchors[i].to(losses[t].dtype) for i, t in enumerate(self.task_names)]
+        alphas, betas = self._coefficients(anchors)
+        total: Tensor | None = None
         info: dict[str, float] = {}
-        for task, weight in zip(self.task_names, weights):
+        for task, alpha, beta in zip(self.task_names, alphas, betas):
+            term = alpha + beta * losses[task]
+            total = term if total is None else total + term
             info[f"loss/{task}"] = _mean(losses[task])
-            info[f"weight/{task}"] = _mean(weight)
+            info[f"weight/{task}"] = _mean(beta)
         info.update(self._extra_info())
         return total, info
 
-    def _terms(self, losses: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per task (in `task_names` order): its term of the total, and its effective weight."""
+    def _coefficients(self, anchors: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per task (in `task_names` order): α_t and β_t, given its detached anchor a_t."""
         raise NotImplementedError
 
     def _extra_info(self) -> dict[str, float]:
@@ -143,21 +201,18 @@ class AdaptiveWeighting(Weighting):
     reading "A":            total = Σ_t  L_t^(q−1)       / (2 u_t²) + ln(1 + u_t²)
 
     The paper's transcription of this formula is inconsistent, so both readings exist and a sweep
-    decides. Exactly what each computes:
+    decides. Exactly what each computes (at L_t = a_t, see the module doc for the anchor a_t):
 
-    - B with q = 2 is L_t²/(2u_t²) + ln(1+u_t²), NOT the plain adaptive loss L_t/(2u_t²) + ln(1+u_t²);
-      B gives the plain loss at q = 1. With `detach_power` (default) the factor L_t^(q−1) is a
-      gradient-free weight on L_t, so the model sees the gradient of w_t·L_t with w_t = L_t^(q−1)/(2u_t²):
-      tasks with larger losses are up-weighted for q > 1. Without it the model sees d/dL of L^q/(2u²),
-      i.e. q times that gradient. The gradient w.r.t. u_t is −L_t^q/u_t³ + 2u_t/(1+u_t²) either way.
-    - A with q = 2 is L_t¹/(2u_t²) + ln(1+u_t²), the plain adaptive loss; in general it is
-      L_t^(q−1)/(2u_t²) + ln(1+u_t²), i.e. the task loss raised to q − 1 (q = 1 makes the term constant
-      and the task untrained). In A the power term IS the task term, so detaching it would cut every
-      gradient to the model: `detach_power` must be False (the default for A); True is a ConfigError.
+    - B with `detach_power` (default): L_t^(q−1) is a gradient-free weight on L_t, read at a_t:
+      α = ln(1+u²), β = a^(q−1)/(2u²). Tasks with larger losses are up-weighted for q > 1. B with q = 2
+      is L²/(2u²) + ln(1+u²), NOT the plain adaptive loss; B gives the plain loss at q = 1.
+    - B without detach: L^q/(2u²) + ln(1+u²), whose gradient w.r.t. L is q times the detached one.
+    - A: L^(q−1)/(2u²) + ln(1+u²), the task loss raised to q − 1 (q = 2: the plain adaptive loss; q = 1
+      makes the term constant and the task untrained). The power term IS the task term, so detaching it
+      would cut every gradient to the model: `detach_power` must be False (the default for A).
 
-    L_t is clamped at 1e-8 before the power (only for that factor), so L_t = 0 is finite for q < 1
-    and its derivative finite for q < 2. The effective weight logged is L_t^(q−1)/(2u_t²) for B and
-    L_t^(q−2)/(2u_t²) for A (so weight · L_t = the task term).
+    The gradient w.r.t. u_t is −L_t^q/u_t³ + 2u_t/(1+u_t²) for B (at L_t = a_t). Losses and anchors are
+    floored at 1e-8 before a power. The effective weight logged is β_t.
     """
 
     def __init__(
@@ -192,25 +247,26 @@ class AdaptiveWeighting(Weighting):
         # One tensor, indexed in task_names order: simple to optimise, checkpoint and inspect.
         self.u = nn.Parameter(torch.full((len(self.task_names),), init)) if not self.single_task else None
 
-    def _terms(self, losses: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        terms, weights = [], []
-        for i, task in enumerate(self.task_names):
-            loss = losses[task]
-            power = loss.clamp_min(_POWER_EPS).pow(self.q - 1.0)
-            if self.detach_power:
-                power = power.detach()
+    def _coefficients(self, anchors: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        q = self.q
+        alphas, betas = [], []
+        for i, a in enumerate(anchors):
             u2 = self.u[i].pow(2)
             reg = torch.log1p(u2)
-            if self.reading == "B":
-                terms.append(power * loss / (2.0 * u2) + reg)
-                weights.append(power / (2.0 * u2))
-            else:
-                terms.append(power / (2.0 * u2) + reg)
-                weights.append(power / (loss.clamp_min(_POWER_EPS) * 2.0 * u2))
-        return terms, weights
+            if self.reading == "B" and self.detach_power:       # a^(q−1) · L / (2u²): linear in L
+                alphas.append(reg)
+                betas.append(a.pow(q - 1.0) / (2.0 * u2))
+            elif self.reading == "B":                            # L^q / (2u²), expanded around a
+                alphas.append((1.0 - q) * a.pow(q) / (2.0 * u2) + reg)
+                betas.append(q * a.pow(q - 1.0) / (2.0 * u2))
+            else:                                                # A: L^(q−1) / (2u²), expanded around a
+                alphas.append((2.0 - q) * a.pow(q - 1.0) / (2.0 * u2) + reg)
+                betas.append((q - 1.0) * a.pow(q - 2.0) / (2.0 * u2))
+        return alphas, betas
 
     def extra_repr(self) -> str:
-        return f"tasks={self.task_names}, q={self.q}, reading={self.reading!r}, detach_power={self.detach_power}"
+        return (f"tasks={self.task_names}, q={self.q}, reading={self.reading!r}, detach_power={self.detach_power}, "
+                f"scope={self.scope!r}")
 
     def _extra_info(self) -> dict[str, float]:
         return {f"u/{t}": float(v) for t, v in zip(self.task_names, self.u.detach().cpu().tolist())}
@@ -234,14 +290,9 @@ class UncertaintyWeighting(Weighting):
             nn.Parameter(torch.full((len(self.task_names),), init)) if not self.single_task else None
         )
 
-    def _terms(self, losses: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        terms, weights = [], []
-        for i, task in enumerate(self.task_names):
-            s = self.log_var[i]
-            weight = torch.exp(-s) / 2.0
-            terms.append(weight * losses[task] + s / 2.0)
-            weights.append(weight)
-        return terms, weights
+    def _coefficients(self, anchors: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        s = self.log_var
+        return [s[i] / 2.0 for i in range(len(anchors))], [torch.exp(-s[i]) / 2.0 for i in range(len(anchors))]
 
     def _extra_info(self) -> dict[str, float]:
         return {f"log_var/{t}": float(v) for t, v in zip(self.task_names, self.log_var.detach().cpu().tolist())}
@@ -269,10 +320,9 @@ class FixedWeighting(Weighting):
             raise ConfigError(f"fixed loss weights must be >= 0, got {', '.join(f'{t}={resolved[t]}' for t in negative)}")
         self.weights: dict[str, float] = resolved
 
-    def _terms(self, losses: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        terms = [self.weights[t] * losses[t] for t in self.task_names]
-        weights = [torch.tensor(self.weights[t]) for t in self.task_names]
-        return terms, weights
+    def _coefficients(self, anchors: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        zero = anchors[0].new_zeros(())
+        return [zero for _ in self.task_names], [zero + self.weights[t] for t in self.task_names]
 
 
 def _finite_float(name: str, value: object) -> float:

@@ -36,17 +36,22 @@ _LIBS = ("torch", "torchvision", "torch-geometric", "webdataset", "timm", "pyarr
 
 
 def source_version() -> dict[str, Any]:
-    """The code a run used: git commit and whether the tree had edits (none outside a git checkout)."""
+    """The code a run used: git commit, the tree id of `pipeline/` at that commit (equal ids = the same
+    package code, whatever else the commits changed) and whether `pipeline/` had edits or files git does
+    not know (none outside a git checkout)."""
+    def git(*args: str) -> str | None:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode != 0:
+        commit = git("rev-parse", "HEAD")
+        if commit is None:
             return {}
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pipeline"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        tree = git("rev-parse", "HEAD:pipeline")
+        dirty = git("status", "--porcelain", "--", "pipeline")
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    return {"git_commit": commit.stdout.strip(), "git_dirty_pipeline": bool(dirty.stdout.strip())}
+    return {"git_commit": commit, "pipeline_tree": tree, "git_dirty_pipeline": bool(dirty)}
 
 
 def environment() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Ray Tune sweeps over any config key: the paper's ablations as data, run on one machine or a cluster.
 
-    python -m pipeline.sweep configs/sweeps/ablation.yaml                  # local Ray on this machine
-    python -m pipeline.sweep configs/sweeps/ablation.yaml --address auto   # an existing cluster
+    python -m pipeline.sweep configs/sweeps/ablation.yaml                  # local Ray, loopback only
+    python -m pipeline.sweep configs/sweeps/ablation.yaml --address auto   # an existing cluster (its token:
+                                                                           # RAY_AUTH_TOKEN_PATH)
     python -m pipeline.sweep configs/sweeps/ablation.yaml --resume         # continue an interrupted sweep
     python -m pipeline.sweep report results/sweep_ablation                 # rebuild table + report only
 
@@ -38,7 +39,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import socket
 import sys
 import time
@@ -53,6 +53,8 @@ import yaml
 from pipeline.config import Config, dump_yaml, load_config, read_yaml, replace
 from pipeline.errors import ConfigError, UserError
 from pipeline.metrics import summarize_seeds
+from pipeline.ray_cluster import check_address, connect  # noqa: F401 (check_address: part of the API)
+from pipeline.utils.extras import require
 from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
 from pipeline.utils.paths import repo_relative
 
@@ -60,11 +62,11 @@ log = logging.getLogger("hypernas.sweep")
 
 RESULT_MARKER = "sweep_result.json"
 ERROR_MARKER = "sweep_error.json"
-SIZE_KEY, SEED_KEY, Q_KEY = "data.num_train", "train.seed", "loss.q"
+SIZE_KEY, SEED_KEY, Q_KEY, FOLD_KEY = "data.num_train", "train.seed", "loss.q", "data.cv_fold"
 # Config keys holding paths; trials chdir into their Tune directory, so these are made absolute.
 PATH_KEYS = (("data", "table"), ("data", "benchmark_dir"), ("data", "aux_source"), ("data", "aux_shards"))
 SPEC_KEYS = {"name", "config", "overrides", "grid", "random", "num_samples", "random_seed", "resources",
-             "max_concurrent", "scheduler", "storage"}
+             "max_concurrent", "scheduler", "storage", "cv_folds"}
 RANDOM_KINDS = ("uniform", "loguniform", "randint", "choice")
 
 
@@ -93,12 +95,13 @@ class Spec:
     max_concurrent: int | None
     scheduler: dict[str, Any]
     storage: Path
+    cv_folds: int = 0             # > 0: every setting also runs K cross-validation trials (selection)
     trials: list[Trial] = field(default_factory=list)
     configs: dict[str, Config] = field(default_factory=dict)
 
     @property
     def axis_keys(self) -> list[str]:
-        return list(self.grid) + list(self.random)
+        return list(self.grid) + list(self.random) + ([FOLD_KEY] if self.cv_folds else [])
 
     @property
     def sweep_dir(self) -> Path:
@@ -199,6 +202,11 @@ def load_spec(path: str | Path, extra_overrides: list[str] = (), storage: str | 
     num_samples = int(raw.get("num_samples", 1))
     if num_samples < 1:
         raise ConfigError(f"{where}: num_samples must be >= 1")
+    cv_folds = raw.get("cv_folds", 0)
+    if not isinstance(cv_folds, int) or isinstance(cv_folds, bool) or cv_folds == 1 or cv_folds < 0:
+        raise ConfigError(f"{where}: cv_folds must be 0 (off) or an integer >= 2, got {cv_folds!r}")
+    if FOLD_KEY in grid or FOLD_KEY in rand or "data.cv_folds" in grid:
+        raise ConfigError(f"{where}: use `cv_folds: K` instead of a {FOLD_KEY} axis")
     mc = max_concurrent if max_concurrent is not None else raw.get("max_concurrent")
     if mc is not None and (not isinstance(mc, int) or mc < 1):
         raise ConfigError(f"{where}: max_concurrent must be a positive integer or null, got {mc!r}")
@@ -208,14 +216,16 @@ def load_spec(path: str | Path, extra_overrides: list[str] = (), storage: str | 
                 overrides=_as_overrides(raw.get("overrides"), where) + list(extra_overrides),
                 grid=grid, random=rand, num_samples=num_samples, random_seed=int(raw.get("random_seed", 0)),
                 resources=resources, max_concurrent=mc, scheduler=scheduler,
-                storage=Path(storage or raw.get("storage") or "runs/sweeps"))
+                storage=Path(storage or raw.get("storage") or "runs/sweeps"), cv_folds=cv_folds)
     base = load_config(spec.base_config, spec.overrides)
     expand(spec, base)
     return spec
 
 
 def expand(spec: Spec, base: Config) -> None:
-    """The trial list (grid order, then samples) and each trial's validated config."""
+    """The trial list (grid order, then samples) and each trial's validated config. With `cv_folds: K`
+    each setting's trial is followed by its K cross-validation trials (same axes, `data.cv_fold` = k):
+    they score held-out training cells on the training label, which is what the report selects by."""
     rng = np.random.default_rng(spec.random_seed)
     keys = spec.axis_keys
     points = list(itertools.product(*spec.grid.values())) if spec.grid else [()]
@@ -224,19 +234,24 @@ def expand(spec: Spec, base: Config) -> None:
         for _ in range(spec.num_samples if spec.random else 1):
             axes = dict(zip(spec.grid, point))
             axes.update({k: _sample(v, k, rng) for k, v in spec.random.items()})
-            i = len(spec.trials)
-            tid = f"t{i:03d}_" + "_".join(f"{short_name(k, keys)}={_slug(v)}" for k, v in axes.items())
-            if len(tid) > 120:
-                tid = f"t{i:03d}"
-            assert tid not in seen
-            seen.add(tid)
-            overrides = [_override(k, v) for k, v in axes.items()]
-            try:
-                cfg = replace(base, *overrides)
-            except ConfigError as e:
-                raise ConfigError(f"sweep axis value {overrides}: {e}") from None
-            spec.trials.append(Trial(tid, axes, spec.overrides + overrides))
-            spec.configs[tid] = cfg
+            folds = [None] + list(range(spec.cv_folds))
+            for fold in folds:
+                trial_axes = dict(axes) if fold is None else {**axes, FOLD_KEY: fold}
+                i = len(spec.trials)
+                tid = f"t{i:03d}_" + "_".join(f"{short_name(k, keys)}={_slug(v)}" for k, v in trial_axes.items())
+                if len(tid) > 120:
+                    tid = f"t{i:03d}"
+                assert tid not in seen
+                seen.add(tid)
+                overrides = [_override(k, v) for k, v in trial_axes.items()]
+                if fold is not None:
+                    overrides.insert(0, _override("data.cv_folds", spec.cv_folds))
+                try:
+                    cfg = replace(base, *overrides)
+                except ConfigError as e:
+                    raise ConfigError(f"sweep axis value {overrides}: {e}") from None
+                spec.trials.append(Trial(tid, trial_axes, spec.overrides + overrides))
+                spec.configs[tid] = cfg
 
 
 def trial_config(spec: Spec, trial: Trial) -> Config:
@@ -291,7 +306,7 @@ def run_trial(params: dict[str, Any]) -> None:
                                                    "traceback": traceback.format_exc(), "time": time.time()})
         raise
     result = {"kendall_tau": summary.get("kendall_tau", float("nan")),
-              "spearman": summary.get("spearman", float("nan")),
+              "spearman": summary.get("spearman", float("nan")), "cv_tau": summary.get("cv_tau", float("nan")),
               "val_tau": last_val["val_tau"], "epoch": cfg.train.epochs,
               "train_time_s": summary.get("train_time_s"), "total_time_s": summary.get("total_time_s"),
               "trial_time_s": time.time() - t0, "finished_at": time.time(), "node": socket.gethostname(),
@@ -306,45 +321,6 @@ def run_trial(params: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Ray: connection, resources, the Tuner
-
-
-def check_address(address: str, timeout: float = 3.0) -> None:
-    """Fail fast on a host:port nothing listens on (ray.init would retry for a long time)."""
-    if address == "auto" and ":" in os.environ.get("RAY_ADDRESS", "") and "://" not in os.environ["RAY_ADDRESS"]:
-        address = os.environ["RAY_ADDRESS"]  # what ray.init("auto") will use (cluster/ray_slurm.sbatch sets it)
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return  # ray.init finds (or fails to find) the cluster itself
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address {address!r} is not host:port, 'auto' or ray://host:port")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as e:
-        raise UserError(f"no Ray cluster reachable at {address!r} ({e}); start one with "
-                        f"`ray start --head --port {port}` or check the address") from None
-
-
-def connect(address: str | None, num_cpus: int | None) -> None:
-    import ray
-
-    if address:
-        check_address(address)
-        # Ray >= 2.5x: `ray start --head` turns on token auth when ~/.ray/auth_token exists, but a
-        # driver connecting to it does not send the token unless told to (measured: "InvalidAuthToken").
-        # A token-mode driver connects to clusters with and without auth, so use it when a token exists.
-        try:
-            from ray._private.authentication.authentication_token_setup import \
-                maybe_enable_token_auth_if_token_available
-            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-        except ImportError:
-            pass
-        try:
-            ray.init(address=address, log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"cannot connect to a Ray cluster at {address!r}: {e}") from None
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
 
 
 def check_resources(resources: dict[str, float]) -> None:
@@ -399,8 +375,10 @@ def run_sweep(spec: Spec, address: str | None = None, resume: bool = False, retr
     else:
         scheduler = None
         sched = spec.scheduler
-        metric = sched.get("metric", "val_tau")
-        mode = sched.get("mode", "max")
+        # The default reads only the budget's labels (the training loss); `val_tau` scores labelled cells
+        # beyond the budget (data.val_archs), so stopping trials on it is a choice a real search could not make.
+        metric = sched.get("metric", "loss/pred")
+        mode = sched.get("mode", "min" if metric.startswith("loss") else "max")
         if sched["type"] == "asha":
             from ray.tune.schedulers import ASHAScheduler
             # Past the last epoch by default: ASHA stops a trial that reaches max_t, and a trial that
@@ -446,14 +424,14 @@ def results_table(sweep_dir: Path):
         tid = t["trial_id"]
         run_dir = sweep_dir / "runs" / tid
         row: dict[str, Any] = {"trial_id": tid, **t["axes"], "num_train": t["num_train"], "seed": t["seed"],
-                               "status": "not run", "error": None, "kendall_tau": float("nan"),
+                               "status": "not run", "error": None, "kendall_tau": float("nan"), "cv_tau": float("nan"),
                                "spearman": float("nan"), "val_tau": float("nan"), "train_time_s": float("nan"),
                                "total_time_s": float("nan"), "finished_at": float("nan"),
                                "run_dir": str(run_dir.relative_to(sweep_dir))}
         if (run_dir / RESULT_MARKER).is_file():
             res = json.loads((run_dir / RESULT_MARKER).read_text())
-            row.update({k: res.get(k, row[k]) for k in ("kendall_tau", "spearman", "val_tau", "train_time_s",
-                                                         "total_time_s", "finished_at")})
+            row.update({k: res.get(k, row[k]) for k in ("kendall_tau", "spearman", "cv_tau", "val_tau",
+                                                         "train_time_s", "total_time_s", "finished_at")})
             row["status"] = "ok"
         elif (run_dir / ERROR_MARKER).is_file():
             row.update(status="failed", error=json.loads((run_dir / ERROR_MARKER).read_text())["error"])
@@ -465,7 +443,10 @@ def results_table(sweep_dir: Path):
             row["status"] = "stopped" if early_stop else "interrupted"
         rows.append(row)
     df = pd.DataFrame(rows)
-    for col in ("kendall_tau", "spearman", "val_tau", "train_time_s", "total_time_s", "finished_at"):
+    if FOLD_KEY not in df.columns:
+        df[FOLD_KEY] = np.nan
+    for col in ("kendall_tau", "spearman", "cv_tau", "val_tau", "train_time_s", "total_time_s", "finished_at",
+                FOLD_KEY):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["error"] = df["error"].astype("string")
     keys = _setting_keys(rec)
@@ -474,7 +455,7 @@ def results_table(sweep_dir: Path):
 
 
 def _setting_keys(rec: dict) -> list[str]:
-    return [k for k in rec["axis_keys"] if k not in (SIZE_KEY, SEED_KEY)]
+    return [k for k in rec["axis_keys"] if k not in (SIZE_KEY, SEED_KEY, FOLD_KEY)]
 
 
 def _setting_label(row, keys: list[str], all_keys: list[str]) -> str:
@@ -502,8 +483,10 @@ def report_markdown(df, rec: dict) -> str:
     df["setting"] = [_setting_label(r, keys, all_keys) for _, r in df.iterrows()]
     sizes = sorted(df["num_train"].unique())
     settings = list(dict.fromkeys(df["setting"]))
-    ok = df[df["status"] == "ok"]
-    seeds_planned = df.groupby(["setting", "num_train"]).size()
+    is_cv = df[FOLD_KEY].notna() if FOLD_KEY in df.columns else df["seed"].isna()
+    test, cv = df[~is_cv], df[is_cv]
+    ok, cv_ok = test[test["status"] == "ok"], cv[cv["status"] == "ok"]
+    seeds_planned = test.groupby(["setting", "num_train"]).size()
     counts = df["status"].value_counts().to_dict()
     lines = [f"# Sweep `{rec['name']}`", "",
              f"Spec `{rec['spec_file']}`, base config `{rec['base_config']}`"
@@ -511,35 +494,47 @@ def report_markdown(df, rec: dict) -> str:
              f"{len(df)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
              "Cells: Kendall τ (all cells of the space, vs the eval label), mean ± sample std over seeds; "
              "n = finished seeds (of those planned, when fewer finished).", ""]
-    for metric, title in (("kendall_tau", "Kendall τ"), ("spearman", "Spearman ρ")):
-        lines += [f"## {title}", "", "| setting | " + " | ".join(f"{n} archs" for n in sizes) + " |",
-                  "|---|" + "---|" * len(sizes)]
-        for s in settings:
+
+    def table(frame, metric: str, planned=None) -> list[str]:
+        out = ["| setting | " + " | ".join(f"{n} archs" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        for st in settings:
             cells = []
             for n in sizes:
-                vals = ok[(ok["setting"] == s) & (ok["num_train"] == n)][metric].tolist()
+                vals = frame[(frame["setting"] == st) & (frame["num_train"] == n)][metric].tolist()
                 text, _ = _cell(vals)
-                planned = int(seeds_planned.get((s, n), 0))
-                if planned and len(vals) < planned:
-                    text = text.replace(f"(n={len(vals)})", f"(n={len(vals)}/{planned})") if vals \
-                        else f"– (0/{planned})"
+                want = int(planned.get((st, n), 0)) if planned is not None else 0
+                if want and len(vals) < want:
+                    text = text.replace(f"(n={len(vals)})", f"(n={len(vals)}/{want})") if vals else f"– (0/{want})"
                 cells.append(text)
-            lines.append(f"| {s} | " + " | ".join(cells) + " |")
-        lines.append("")
-    # Best setting per size, with its margin over the runner-up (in the same table's units).
-    if len(settings) > 1 and len(ok):
-        lines += ["## Best setting per train size (Kendall τ)", ""]
-        for n in sizes:
-            means = ok[ok["num_train"] == n].groupby("setting")["kendall_tau"].agg(["mean", "std", "count"])
-            means = means.sort_values("mean", ascending=False)
-            if len(means) >= 2:
-                b, r = means.iloc[0], means.iloc[1]
-                lines.append(f"- {n} archs: **{means.index[0]}** {b['mean']:.3f} (n={int(b['count'])}), "
-                             f"+{b['mean'] - r['mean']:.3f} over {means.index[1]} {r['mean']:.3f} "
-                             f"(n={int(r['count'])})")
-            elif len(means) == 1:
-                lines.append(f"- {n} archs: only {means.index[0]} finished")
-        lines.append("")
+            out.append(f"| {st} | " + " | ".join(cells) + " |")
+        return out + [""]
+
+    if len(test):
+        for metric, title in (("kendall_tau", "Kendall τ"), ("spearman", "Spearman ρ")):
+            lines += [f"## {title}", ""] + table(ok, metric, seeds_planned)
+    if len(cv):
+        lines += ["## Cross-validation τ inside the training budget (selection)", "",
+                  "Mean ± std over every fold of every seed; each fold scores held-out *training* cells on the "
+                  "training label, so no test label is read.", ""] + table(cv_ok, "cv_tau")
+    # Selection never reads test τ: the best setting is the one with the highest CV τ.
+    if len(settings) > 1:
+        lines += ["## Best setting per train size", ""]
+        if not len(cv_ok):
+            lines += ["No setting is called best: selection must not use test labels. Add `cv_folds: K` to the "
+                      "spec to rank settings by cross-validation τ inside the training budget.", ""]
+        else:
+            for n in sizes:
+                means = cv_ok[cv_ok["num_train"] == n].groupby("setting")["cv_tau"].agg(["mean", "count"])
+                means = means.sort_values("mean", ascending=False)
+                if len(means) >= 2:
+                    b, r = means.iloc[0], means.iloc[1]
+                    tau = ok[(ok["num_train"] == n) & (ok["setting"] == means.index[0])]["kendall_tau"]
+                    test_txt = f"; its test τ {tau.mean():.3f} (n={len(tau)})" if len(tau) else ""
+                    lines.append(f"- {n} archs: **{means.index[0]}** CV τ {b['mean']:.3f} (n={int(b['count'])}), "
+                                 f"+{b['mean'] - r['mean']:.3f} over {means.index[1]} {r['mean']:.3f}{test_txt}")
+                elif len(means) == 1:
+                    lines.append(f"- {n} archs: only {means.index[0]} finished its CV trials")
+            lines.append("")
     failed = df[df["status"] == "failed"]
     if len(failed):
         lines += ["## Failed trials", ""] + [f"- `{r.trial_id}`: {r.error}" for r in failed.itertuples()] + [""]
@@ -616,7 +611,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="sweep spec YAML (configs/sweeps/*.yaml)")
     p.add_argument("--address", default=None,
-                   help="Ray cluster: 'auto' (the running one), host:port; default: start Ray locally")
+                   help="Ray cluster: 'auto' (the running one), host:port; the driver sends the token in the "
+                        "file RAY_AUTH_TOKEN_PATH names (or ~/.ray/auth_token). Default: a local Ray that listens "
+                        "on loopback only (pipeline/ray_cluster.py)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in the sweep directory")
     p.add_argument("--retry-failed", action="store_true", help="with --resume: run failed trials again")
     p.add_argument("--storage", default=None, help="parent directory of the sweep directory (spec: storage)")
@@ -634,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        require("ray", "pandas", what="python -m pipeline.sweep")
         if argv and argv[0] == "report":
             if len(argv) != 2:
                 print("usage: python -m pipeline.sweep report SWEEP_DIR", file=sys.stderr)

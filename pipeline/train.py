@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # `python pipeline/train.py` (and so `deepspeed pipeline/train.py`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,12 +31,13 @@ if __package__ in (None, ""):  # `python pipeline/train.py` (and so `deepspeed p
 import numpy as np
 import torch
 
-from pipeline import config as config_mod
 from pipeline import distributed
-from pipeline.config import Config, dump_yaml, load_config, run_name, to_dict
-from pipeline.data.graphs import GraphTable, build_graph_table
-from pipeline.errors import ConfigError, DataError, UserError
-from pipeline.evaluate import (evaluate, markdown_table, predict_all, scatter_plot, write_predictions,
+from pipeline.checkpoints import check_resume_config, config_fingerprint
+from pipeline.config import Config, dump_yaml, load_config, model_seed, run_name
+from pipeline.data.loading import Split, TrainData, ensure_prepared, load_data, split_archs
+from pipeline.errors import UserError
+from pipeline.utils.extras import require
+from pipeline.evaluate import (hyper_evaluation, predict_all, results_markdown, score_and_write,
                                write_results)
 from pipeline.loss import build_weighting
 from pipeline.metrics import kendall_tau
@@ -50,7 +51,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nb201_cpu.ya
 
 
 # --------------------------------------------------------------------------------------------------
-# Runtime and data
+# Runtime, model, optimiser
 
 
 def setup_runtime(cfg: Config) -> None:
@@ -60,107 +61,23 @@ def setup_runtime(cfg: Config) -> None:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
-    torch.manual_seed(cfg.train.seed)
-    np.random.seed(cfg.train.seed % 2**32)
+    torch.manual_seed(model_seed(cfg))
+    np.random.seed(model_seed(cfg) % 2**32)
 
 
-@dataclass
-class TrainData:
-    archs: list[Hashable]        # parsed architectures, table order
-    arch_strs: list[str]
-    index: np.ndarray
-    labels: dict[str, np.ndarray]  # train and eval label columns
-    graphs: GraphTable
-    aux: Any | None              # AuxBatches of the aux train split (hyper task)
-    num_classes: int
-
-
-def ensure_prepared(cfg: Config, space: SearchSpace, need_images: bool) -> None:
-    """Build the Parquet table / image shards when missing (or fail, naming what is missing)."""
-    table = Path(cfg.data.table)
-    if not table.is_file():
-        if not cfg.data.prepare:
-            raise DataError(f"table {str(table)!r} does not exist (data.prepare=false); build it with "
-                            f"`python -m data_prep.tables {space.name} --benchmark-dir DIR --out {table}`")
-        from data_prep.tables import prepare_table
-        log.info("preparing table %s from %s", table, cfg.data.benchmark_dir)
-        prepare_table(space.name, cfg.data.benchmark_dir, table)
-    if need_images:
-        shards = Path(cfg.data.aux_shards)
-        if not any(shards.glob("*-manifest.json")):
-            if not cfg.data.prepare:
-                raise DataError(f"no shard manifest in {str(shards)!r} (data.prepare=false); build it with "
-                                f"`python -m data_prep.images --source SRC --out {shards}`")
-            from data_prep.images import prepare_images
-            log.info("sharding aux images %s -> %s", cfg.data.aux_source, shards)
-            prepare_images(cfg.data.aux_source, shards, dataset=cfg.data.aux_dataset)
-
-
-def check_labels(name: str, values: np.ndarray, archs: list[str], lo: float, hi: float, table: str) -> None:
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"label column {name!r} of {table!r} has {int(bad.sum())} NaN/inf values "
-                        f"(first at arch {archs[i]!r})")
-    bad = (values < lo) | (values > hi)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"label column {name!r} of {table!r} has {int(bad.sum())} values outside "
-                        f"data.label_range [{lo}, {hi}] (first: {values[i]} at arch {archs[i]!r})")
-
-
-def load_data(cfg: Config, space: SearchSpace) -> TrainData:
-    from pipeline.data.tables import load_table
-
-    variant = VARIANTS.get(cfg.model.variant)
-    ensure_prepared(cfg, space, need_images=variant.hyper)
-    table = load_table(cfg.data.table)
-    labels = {}
-    for name in dict.fromkeys([cfg.data.train_label, cfg.data.eval_label]):
-        values = table.label(name)
-        check_labels(name, values, table.archs, *cfg.data.label_range, table=str(cfg.data.table))
-        labels[name] = values
-    archs = space.parse_many(table.archs)
-    graphs = build_graph_table(space, archs, variant.scope)
-    aux, num_classes = None, 10
-    if variant.hyper:
-        from pipeline.data.images import AuxBatches, read_manifest
-        hyp = cfg.model.hyper
-        aux = AuxBatches.from_shards(cfg.data.aux_shards, cfg.data.aux_split, dataset=cfg.data.aux_dataset,
-                                     augment=hyp.augment, resize=hyp.image_size)
-        # the manifest's class count, not the largest label seen: a split may miss the last classes
-        manifest = read_manifest(cfg.data.aux_shards, cfg.data.aux_dataset)
-        num_classes = int(manifest.get("num_classes", int(aux.labels.max()) + 1))
-    index = np.asarray(table.columns["index"]) if "index" in table.columns else np.arange(len(archs))
-    return TrainData(archs, list(table.archs), index, labels, graphs, aux, num_classes)
-
-
-def split_archs(cfg: Config, n_total: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training subset (METHOD.md §7: each seed draws its own) and a disjoint validation subset."""
-    from pipeline.data.tables import split_train
-
-    train_idx = split_train(n_total, cfg.data.num_train, cfg.train.seed)
-    rest = np.setdiff1d(np.arange(n_total), train_idx)
-    rng = np.random.default_rng(cfg.train.seed + 7919)
-    val_idx = np.sort(rng.choice(rest, size=min(cfg.data.val_archs, len(rest)), replace=False))
-    return train_idx, val_idx
-
-
-# --------------------------------------------------------------------------------------------------
-# Model, optimiser, checkpoints
-
-
-def build_objective(cfg: Config, space: SearchSpace, num_classes: int) -> Objective:
-    model = HyperNASModel(cfg.model, space, num_classes)
+def build_objective(cfg: Config, space: SearchSpace, num_classes: int, num_features: int = 0) -> Objective:
+    model = HyperNASModel(cfg.model, space, num_classes, num_features)
     tasks = model.variant.tasks
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {"scope": cfg.loss.scope, "anchor_momentum": cfg.loss.anchor_momentum}
     if cfg.loss.weighting == "adaptive":
-        settings = {"q": cfg.loss.q, "reading": cfg.loss.reading, "detach_power": cfg.loss.detach_power,
-                    "init": cfg.loss.init}
+        settings.update(q=cfg.loss.q, reading=cfg.loss.reading, detach_power=cfg.loss.detach_power,
+                        init=cfg.loss.init)
     elif cfg.loss.weighting == "fixed":
         # weights for tasks this variant has (one config serves every variant of an ablation)
-        settings = {"weights": {t: w for t, w in cfg.loss.fixed_weights.items() if t in tasks}}
-    return Objective(model, build_weighting(cfg.loss.weighting, tasks, **settings))
+        settings["weights"] = {t: w for t, w in cfg.loss.fixed_weights.items() if t in tasks}
+    objective = Objective(model, None, cfg.loss.mse_weight, cfg.loss.rank_weight, cfg.model.hyper.encoder_grad)
+    objective.weighting = build_weighting(cfg.loss.weighting, tasks, chance=objective.chance_losses(), **settings)
+    return objective
 
 
 def build_optimizer(cfg: Config, objective: Objective):
@@ -170,41 +87,14 @@ def build_optimizer(cfg: Config, objective: Objective):
     return opt, sched
 
 
-# Keys that may differ between a checkpoint's run and the resuming one (they do not change the math).
-_RESUMABLE_SECTIONS = ("run", "eval", "dist")
-_RESUMABLE_TRAIN_KEYS = ("threads", "device")
-
-
-def config_fingerprint(cfg: Config) -> dict[str, Any]:
-    tree = to_dict(cfg)
-    for section in _RESUMABLE_SECTIONS:
-        tree.pop(section)
-    for key in _RESUMABLE_TRAIN_KEYS:
-        tree["train"].pop(key)
-    return tree
-
-
-def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    diffs = []
-    defaults = config_fingerprint(Config())
-
-    def walk(a: Any, b: Any, d: Any, prefix: str, in_saved: bool) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                walk(a.get(k), b.get(k), d.get(k) if isinstance(d, dict) else None, f"{prefix}{k}.", k in a)
-        elif not in_saved and b == d:
-            pass  # a key added after the checkpoint was written, at its default: same math as before
-        elif a != b:
-            diffs.append(f"{prefix[:-1]}: checkpoint {a!r} vs now {b!r}")
-
-    walk(saved, current, defaults, "", True)
-    if diffs:
-        raise ConfigError(f"checkpoint {str(path)!r} was written by another config ({'; '.join(diffs)}); "
-                          f"use another run.name or run.resume=false to start over")
+def load_training_data(cfg: Config, space: SearchSpace, rank: int | None = None, world: int | None = None) -> TrainData:
+    variant = VARIANTS.get(cfg.model.variant)
+    return load_data(cfg, space, scope=variant.scope, need_images=variant.hyper, features=cfg.model.features,
+                     rank=rank, world=world)
 
 
 # --------------------------------------------------------------------------------------------------
-# The loop
+# One update
 
 
 def _epoch_order(train_idx: np.ndarray, seed: int, epoch: int) -> np.ndarray:
@@ -217,22 +107,100 @@ def _chunks(x: np.ndarray, size: int):
         yield x[i:i + size]
 
 
-def _micro_seed(seed: int, sample_id: int) -> int:
-    """Torch seed of a micro-batch (dropout): a function of its first sample id, not of the rank or history."""
+def arch_seed(seed: int, sample_id: int) -> int:
+    """Seed of one architecture-step's randomness (its dropout masks): a function of its sample id only."""
     return (seed * 2_654_435_761 + int(sample_id) * 40_503 + 12_345) % (2**63 - 1)
 
 
-def make_micro_batch(cfg: Config, data: TrainData, idx: np.ndarray, sample_ids: np.ndarray,
-                     targets: torch.Tensor | None) -> MicroBatch:
+@dataclass
+class UpdateBatch:
+    """The architectures of one optimizer update, in the epoch's global order (the same on every rank)."""
+
+    rows: np.ndarray           # table rows
+    first_sample_id: int       # sample id of rows[0]; rows[i] has first_sample_id + i
+
+
+def unlabelled_rows(cfg: Config, n_table: int, sample_id: int) -> np.ndarray:
+    """The `model.hyper.unlabelled` table rows an architecture-step adds to the hyper task (its labels unread)."""
+    k = cfg.model.hyper.unlabelled
+    if not k:
+        return np.zeros(0, dtype=np.int64)
+    return np.random.default_rng(arch_seed(model_seed(cfg) + 1, sample_id)).choice(n_table, size=k, replace=False)
+
+
+def make_micro_batch(cfg: Config, data: TrainData, update: UpdateBatch, pos: np.ndarray,
+                     targets_all: torch.Tensor | None, features_all: torch.Tensor | None,
+                     whole_update: bool) -> MicroBatch:
+    """The micro-batch of update positions `pos`; with `whole_update`, graphs (and targets, features,
+    dropout seeds) of every architecture of the update, `own` marking `pos` (the ranking term); with
+    model.hyper.unlabelled, each position's unlabelled architectures appended for the hyper task."""
+    rows = update.rows if whole_update else update.rows[pos]
+    ids = list(update.first_sample_id + (np.arange(len(update.rows)) if whole_update else pos))
+    own = pos if whole_update else np.arange(len(pos))
+    own_ids = update.first_sample_id + pos
+    seeds = [arch_seed(model_seed(cfg), i) for i in ids]
+    hyper_rows, hyper_step, hyper_ids = list(own), list(range(len(pos))), list(own_ids)
+    labelled = len(rows)
+    if data.aux is not None and cfg.model.hyper.unlabelled:
+        extra = []
+        for b, sid in enumerate(own_ids):
+            for u, row in enumerate(unlabelled_rows(cfg, len(data.archs), int(sid))):
+                extra.append(row)
+                hyper_rows.append(len(rows) + len(extra) - 1)
+                hyper_step.append(b)
+                hyper_ids.append(-(int(sid) * 64 + u + 1))  # an id no labelled step uses: own images, own masks
+                seeds.append(arch_seed(model_seed(cfg), hyper_ids[-1]))
+        rows = np.concatenate([rows, np.asarray(extra, dtype=rows.dtype)])
     images = labels = None
     if data.aux is not None:
         hyp = cfg.model.hyper
-        pairs = [data.aux.batch(int(s), hyp.images_per_arch, cfg.train.seed) for s in sample_ids]
+        pairs = [data.aux.batch(int(s), hyp.images_per_arch, model_seed(cfg)) for s in hyper_ids]
         images = torch.stack([p[0] for p in pairs])
         labels = torch.stack([p[1] for p in pairs])
-    t_idx = torch.as_tensor(idx)
-    return MicroBatch(graphs=data.graphs.select(t_idx), archs=[data.archs[i] for i in idx],
-                      targets=targets, images=images, labels=labels)
+    t_rows = torch.as_tensor(rows)
+    extra_rows = len(hyper_rows) > len(pos)
+    return MicroBatch(graphs=data.graphs.select(t_rows), archs=[data.archs[rows[r]] for r in hyper_rows],
+                      targets=targets_all[t_rows] if targets_all is not None else None, images=images,
+                      labels=labels, own=torch.as_tensor(own) if (whole_update or extra_rows) else None,
+                      features=features_all[t_rows] if features_all is not None else None,
+                      drop_seeds=torch.tensor(seeds, dtype=torch.long),
+                      hyper_rows=torch.as_tensor(hyper_rows) if extra_rows else None,
+                      hyper_step=torch.as_tensor(hyper_step) if extra_rows else None, labelled=labelled)
+
+
+def run_update(cfg: Config, rt: distributed.Runtime, objective: Objective, data: TrainData, update: UpdateBatch,
+               targets_all: torch.Tensor | None, features_all: torch.Tensor | None) -> list[dict[str, float]]:
+    """One optimizer update: this rank's share of `update`, micro-batched, backward, step, task anchors.
+
+    Returns the statistics of this rank's micro-batches. The same function serves the trainer, the
+    benchmarks and the GPU check.
+    """
+    micro = cfg.train.micro_batch or cfg.train.accumulate // rt.world
+    n = len(update.rows)
+    # this rank's positions in the update; a rank left without one (short last update) runs the first
+    # architecture with weight 0 so that every rank joins the gradient all-reduce
+    mine = rt.shard(n)
+    weight_scale = 1.0
+    if len(mine) == 0:
+        mine, weight_scale = np.array([0]), 0.0
+    tasks = objective.weighting.task_names
+    sums = np.zeros(len(tasks))
+    out = []
+    rt.zero_grad()
+    for m_start in range(0, len(mine), micro):
+        pos = mine[m_start:m_start + micro]
+        mb = make_micro_batch(cfg, data, update, pos, targets_all, features_all, objective.uses_update_context)
+        with rt.sync(last=m_start + micro >= len(mine)):
+            loss, stats = rt.forward(mb)
+            rt.backward(loss * (weight_scale * rt.loss_weight(len(pos), n)))
+        if weight_scale:
+            out.append(stats)
+            sums += np.array([stats[f"loss/{t}"] for t in tasks]) * len(pos)
+    rt.step()
+    if len(tasks) > 1:  # the weighting reads each task's mean over this update at the next one
+        means = rt.all_reduce_sum(sums.tolist())
+        objective.weighting.set_anchors({t: v / n for t, v in zip(tasks, means)})
+    return out
 
 
 class _NullLogger:
@@ -245,6 +213,10 @@ class _NullLogger:
         pass
 
 
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
 def train(cfg: Config, stop_after_epoch: int | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the run described by `cfg`; evaluate; return the results summary.
@@ -254,9 +226,13 @@ def train(cfg: Config, stop_after_epoch: int | None = None,
     `on_epoch(record)`: called after each epoch's checkpoint with the epoch's metrics (losses, lr,
     val_tau when computed); sweeps report it to Ray Tune.
     A SIGTERM / SIGUSR1 checkpoints at the next update boundary and returns {"preempted": True, ...}
-    (`main` then exits with distributed.EXIT_PREEMPTED).
+    (`main` then exits with distributed.EXIT_PREEMPTED). Baseline variants (pipeline.baselines) are
+    fitted instead, writing the same run directory.
     """
     setup_runtime(cfg)
+    from pipeline.baselines import BASELINES, run_baseline
+    if cfg.model.variant in BASELINES:
+        return run_baseline(cfg)
     rt = distributed.setup(cfg, n_train=cfg.data.num_train)
     rt.install_signal_handlers()
     try:
@@ -273,14 +249,17 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
         if rt.is_main:
             ensure_prepared(cfg, space, need_images=VARIANTS.get(cfg.model.variant).hyper)
         rt.barrier()
-    data = load_data(cfg, space)
-    n_total = len(data.archs)
-    train_idx, val_idx = split_archs(cfg, n_total)
+    data = load_training_data(cfg, space, rt.rank, rt.world)
+    split = split_archs(cfg, len(data.archs))
+    train_idx, val_idx = split.train, split.monitor
     y_train_all = data.labels[cfg.data.train_label]
     mu, sigma = float(y_train_all[train_idx].mean()), float(y_train_all[train_idx].std() or 1.0)
     targets_all = torch.tensor((y_train_all - mu) / sigma, dtype=torch.float32)
+    features_all = torch.tensor(data.features.values, dtype=torch.float32) if data.features is not None else None
 
-    objective = build_objective(cfg, space, data.num_classes)
+    objective = build_objective(cfg, space, data.num_classes, 0 if features_all is None else features_all.shape[1])
+    if features_all is not None:
+        objective.model.set_feature_stats(features_all[torch.as_tensor(train_idx)])
     opt, sched = build_optimizer(cfg, objective)
     run = RunDir(Path(cfg.run.root) / run_name(cfg)).create()
     if cfg.run.resume:
@@ -297,6 +276,8 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
         if skip_updates and rt.is_main:
             epoch_stats = state.get("epoch_stats", {})
         log.info("resumed from %s (epoch %d, update %d, step %d)", state["path"], epoch, skip_updates, step)
+        if data.aux is not None:  # a streamed aux set restarts its seeded stream there (no-op in memory)
+            data.aux.seek(step)
     if rt.is_main:
         run.write_config(dump_yaml(cfg))
         run.write_env()
@@ -304,7 +285,6 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
         else _NullLogger()
 
     accumulate = cfg.train.accumulate
-    micro = cfg.train.micro_batch or accumulate // rt.world
     updates_per_epoch = math.ceil(len(train_idx) / accumulate)
     show_bar = cfg.run.progress and sys.stderr.isatty() and rt.is_main
     from tqdm import tqdm
@@ -314,7 +294,8 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
     def checkpoint(tag: str, update: int) -> None:
         client = {"scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
                   "update": update, "step": step, "config": config_fingerprint(cfg), "label_mean": mu,
-                  "label_std": sigma, "world_size": rt.world}
+                  "label_std": sigma, "world_size": rt.world, "num_classes": data.num_classes,
+                  "feature_names": data.features.names if data.features is not None else []}
         if update:
             client["epoch_stats"] = rt.gather_lists(epoch_stats)
         rt.save_checkpoint(run, client, tag, cfg.run.keep_checkpoints)
@@ -324,33 +305,17 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
     steps_this_run = 0
     try:
         while epoch < cfg.train.epochs:
-            order = _epoch_order(train_idx, cfg.train.seed, epoch)
+            order = _epoch_order(train_idx, model_seed(cfg), epoch)
             t_epoch = time.time()
             for u, chunk in enumerate(_chunks(order, accumulate)):
                 if u < skip_updates:
                     continue
-                # this rank's positions in the update; a rank left without one (short last update) runs the
-                # first architecture with weight 0 so that every rank joins the gradient all-reduce
-                mine = rt.shard(len(chunk))
-                weight_scale = 1.0
-                if len(mine) == 0:
-                    mine, weight_scale = np.array([0]), 0.0
-                rt.zero_grad()
-                for m_start in range(0, len(mine), micro):
-                    pos = mine[m_start:m_start + micro]
-                    idx = chunk[pos]
-                    # a unique id per (epoch, position) picks this arch-step's aux images reproducibly
-                    sample_ids = epoch * len(train_idx) + u * accumulate + pos
-                    torch.manual_seed(_micro_seed(cfg.train.seed, sample_ids[0]))
-                    mb = make_micro_batch(cfg, data, idx, sample_ids,
-                                          targets_all[torch.as_tensor(idx)] if variant.predict else None)
-                    with rt.sync(last=m_start + micro >= len(mine)):
-                        loss, stats = rt.forward(mb)
-                        rt.backward(loss * (weight_scale * rt.loss_weight(len(idx), len(chunk))))
-                    if weight_scale:
-                        for k, v in stats.items():
-                            epoch_stats.setdefault(k, []).append(v)
-                rt.step()
+                # a unique id per (epoch, position) picks each arch-step's aux images and dropout masks
+                update = UpdateBatch(chunk, epoch * len(train_idx) + u * accumulate)
+                stats = {}
+                for stats in run_update(cfg, rt, objective, data, update, targets_all, features_all):
+                    for k, v in stats.items():
+                        epoch_stats.setdefault(k, []).append(v)
                 step += 1
                 steps_this_run += 1
                 bar.update(1)
@@ -370,7 +335,8 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
             record["epoch_time_s"] = time.time() - t_epoch
             if variant.predict and len(val_idx) and cfg.eval.every and (epoch % cfg.eval.every == 0
                                                                        or epoch == cfg.train.epochs):
-                vp = predict_all(objective.model, data.graphs, cfg.eval.batch_size, torch.as_tensor(val_idx))
+                vp = predict_all(objective.model, data.graphs, cfg.eval.batch_size, torch.as_tensor(val_idx),
+                                 features_all)
                 record["val_tau"] = kendall_tau(vp, y_train_all[val_idx]) if np.ptp(vp) > 0 else float("nan")
                 record["val_pred_std"] = float(vp.std())
             logger.log("epoch", step, epoch=epoch, lr=opt.param_groups[0]["lr"], **record)
@@ -396,83 +362,36 @@ def _train(cfg: Config, rt: distributed.Runtime, stop_after_epoch: int | None,
 
     summary = None
     if rt.is_main:
-        summary = final_evaluation(cfg, data, objective.model, run, train_idx, mu, sigma)
+        summary = final_evaluation(cfg, data, objective.model, run, split, mu, sigma, features_all)
         summary.update({"run_dir": str(run.path), "train_time_s": train_time, "update_time_s": step_time,
                         "total_time_s": time.time() - t_start, "variant": cfg.model.variant,
                         "num_train": int(len(train_idx)), "seed": cfg.train.seed, "epochs": cfg.train.epochs,
                         "world_size": rt.world, "launcher": rt.mode})
         logger.log("final", step, **{k: v for k, v in summary.items() if isinstance(v, (int, float))})
         logger.close()
-        write_results(run.path, summary, results_markdown(cfg, summary))
+        what = f"variant `{cfg.model.variant}`, {len(train_idx)} training cells, seed {cfg.train.seed}, " \
+               f"{cfg.train.epochs} epochs, train label `{cfg.data.train_label}`; " \
+               f"train {train_time:.1f} s ({step_time * 1000:.1f} ms/update)."
+        write_results(run.path, summary, results_markdown(run_name(cfg), summary, what))
     return rt.broadcast(summary)
 
 
-# --------------------------------------------------------------------------------------------------
-# Final evaluation
-
-
-def final_evaluation(cfg: Config, data: TrainData, model: HyperNASModel, run: RunDir, train_idx: np.ndarray,
-                     mu: float, sigma: float) -> dict[str, Any]:
-    in_train = np.zeros(len(data.archs), dtype=bool)
-    in_train[train_idx] = True
+def final_evaluation(cfg: Config, data: TrainData, model: HyperNASModel, run: RunDir, split: Split,
+                     mu: float, sigma: float, features_all: torch.Tensor | None) -> dict[str, Any]:
     if not model.variant.predict:
         return hyper_evaluation(cfg, data, model)
     t0 = time.time()
-    pred = predict_all(model, data.graphs, cfg.eval.batch_size) * sigma + mu
+    if len(split.holdout):  # cross-validation: only the held-out training cells are scored
+        pred = np.full(len(data.archs), np.nan)
+        pred[split.holdout] = predict_all(model, data.graphs, cfg.eval.batch_size, torch.as_tensor(split.holdout),
+                                          features_all) * sigma + mu
+    else:
+        pred = predict_all(model, data.graphs, cfg.eval.batch_size, features=features_all) * sigma + mu
     score_time = time.time() - t0
-    metrics = evaluate(pred, data.labels)
-    write_predictions(run.file("predictions.parquet"), data.arch_strs, data.index, pred, data.labels, in_train)
-    ev = metrics[cfg.data.eval_label]
-    if ev["degenerate"]:
-        log.warning("predictions are (near) constant: the predictor collapsed (pred std %.3g)", ev["pred_std"])
-    scatter_plot(run.file("scatter.png"), pred, data.labels[cfg.data.eval_label], in_train,
-                 f"{run_name(cfg)}: Kendall τ {ev['kendall_tau']:.3f}, Spearman {ev['spearman']:.3f} "
-                 f"(n={ev['n']})", f"true {cfg.data.eval_label}", "predicted")
-    return {"kendall_tau": ev["kendall_tau"], "spearman": ev["spearman"], "n_eval": ev["n"],
-            "eval_label": cfg.data.eval_label, "train_label": cfg.data.train_label,
-            "score_time_s": score_time, "metrics": metrics}
-
-
-@torch.no_grad()
-def hyper_evaluation(cfg: Config, data: TrainData, model: HyperNASModel) -> dict[str, Any]:
-    """HyperNAS-H: accuracy of generated networks on held-out aux images, and how it ranks archs."""
-    from pipeline.data.images import AuxBatches
-
-    aux_eval = AuxBatches.from_shards(cfg.data.aux_shards, cfg.data.aux_eval_split, dataset=cfg.data.aux_dataset,
-                                      augment=False, resize=cfg.model.hyper.image_size)
-    rng = np.random.default_rng(cfg.train.seed + 104729)
-    idx = np.sort(rng.choice(len(data.archs), size=min(cfg.eval.hyper_archs, len(data.archs)), replace=False))
-    model.eval()
-    images, labels = aux_eval.batch(0, min(cfg.eval.hyper_images, len(aux_eval)), cfg.train.seed)
-    dev = next(model.parameters()).device
-    images, labels = images.to(dev), labels.to(dev)
-    accs = []
-    for start in range(0, len(idx), 16):
-        part = idx[start:start + 16]
-        _, nodes = model.encode(distributed.to_device(data.graphs.select(torch.as_tensor(part)), dev))
-        params = model.target_params([data.archs[i] for i in part], nodes)
-        for b, i in enumerate(part):
-            logits = model.run_target(data.archs[i], params[b], images)
-            accs.append(float((logits.argmax(1) == labels).float().mean()))
-    model.train()
-    accs_np = np.array(accs)
-    y = data.labels[cfg.data.eval_label][idx]
-    tau = kendall_tau(accs_np, y) if np.ptp(accs_np) > 0 else float("nan")
-    return {"generated_aux_acc_mean": float(accs_np.mean()), "generated_aux_acc_std": float(accs_np.std()),
-            "hyper_archs": int(len(idx)), "kendall_tau_generated_acc": tau, "eval_label": cfg.data.eval_label}
-
-
-def results_markdown(cfg: Config, s: dict[str, Any]) -> str:
-    head = f"# {run_name(cfg)}\n\nvariant `{cfg.model.variant}`, {s['num_train']} training cells, seed {s['seed']}, " \
-           f"{s['epochs']} epochs, train label `{cfg.data.train_label}`.\n\n"
-    if "metrics" not in s:
-        return head + markdown_table([s], ["generated_aux_acc_mean", "kendall_tau_generated_acc", "hyper_archs"])
-    rows = [{"label": k, **{m: v[m] for m in ("kendall_tau", "spearman", "n", "pred_std")}}
-            for k, v in s["metrics"].items()]
-    timing = f"\ntrain {s['train_time_s']:.1f} s ({s['update_time_s'] * 1000:.1f} ms/update), " \
-             f"scoring all {s['n_eval']} architectures {s['score_time_s']:.2f} s.\n"
-    return head + markdown_table(rows, ["label", "kendall_tau", "spearman", "n", "pred_std"]) + timing + \
-        "\n![predicted vs true](scatter.png)\n"
+    summary = score_and_write(cfg, data, pred, run, split, run_name(cfg), score_time)
+    if summary.get("degenerate"):
+        log.warning("predictions are (near) constant: the predictor collapsed (pred std %.3g)", summary["pred_std"])
+    return summary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -487,6 +406,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         help="set by the deepspeed launcher / torch.distributed.launch (LOCAL_RANK is read too)")
     argv = sys.argv[1:] if argv is None else argv
     if any(a.startswith("--deepspeed") for a in argv):  # importing deepspeed costs seconds: only when asked
+        require("deepspeed", what="training under DeepSpeed")
         import deepspeed
         deepspeed.add_config_arguments(parser)
     return parser.parse_known_args(argv)
@@ -495,7 +415,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    args, unknown = parse_args(argv)
+    try:
+        args, unknown = parse_args(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     extra = [u for u in unknown if not u.startswith("-")]
     flags = [u for u in unknown if u.startswith("-")]
     if flags:
@@ -519,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if distributed.launch_env().rank != 0:
         return 0
-    if "kendall_tau" in summary:
+    if "cv_tau" in summary:
+        print(f"cross-validation fold {summary['cv_fold']}/{summary['cv_folds']}: Kendall tau {summary['cv_tau']:.4f} "
+              f"on {summary['cv_n']} held-out training cells ({summary['train_label']})")
+    elif "kendall_tau" in summary:
         print(f"Kendall tau {summary['kendall_tau']:.4f}  Spearman {summary['spearman']:.4f}  "
               f"({summary['eval_label']}, {summary['n_eval']} architectures, trained on "
               f"{summary['num_train']} x {summary['train_label']})")

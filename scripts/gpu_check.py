@@ -25,20 +25,22 @@ import torch  # noqa: E402
 from pipeline import distributed  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.spaces import space_from_config  # noqa: E402
-from pipeline.train import (_epoch_order, build_objective, build_optimizer, load_data, make_micro_batch,  # noqa: E402
-                            setup_runtime, split_archs)
+from pipeline.train import (UpdateBatch, _epoch_order, build_objective, build_optimizer,  # noqa: E402
+                            load_training_data, run_update, setup_runtime, split_archs)
 
 PAPER_EPOCHS, PAPER_ARCHS = 200, 156
 
 
 def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
+    """Median wall time of the trainer's own update (`run_update`) on one device."""
     setup_runtime(cfg)
     space = space_from_config(cfg.space)
-    data = load_data(cfg, space)
-    train_idx, _ = split_archs(cfg, len(data.archs))
+    data = load_training_data(cfg, space)
+    train_idx = split_archs(cfg, len(data.archs)).train
     y = data.labels[cfg.data.train_label]
     targets_all = torch.tensor((y - y[train_idx].mean()) / (y[train_idx].std() or 1.0), dtype=torch.float32)
-    objective = build_objective(cfg, space, data.num_classes)
+    features = torch.tensor(data.features.values, dtype=torch.float32) if data.features is not None else None
+    objective = build_objective(cfg, space, data.num_classes, 0 if features is None else features.shape[1])
     opt, _ = build_optimizer(cfg, objective)
     rt = distributed.Runtime(device=device, precision=cfg.train.precision, grad_clip=cfg.train.grad_clip)
     rt.wrap(objective, opt)
@@ -53,20 +55,15 @@ def measure(cfg, device: torch.device, steps: int, warmup: int) -> dict:
         if cuda:
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        rt.zero_grad()
-        for m in range(0, len(chunk), micro):
-            idx = chunk[m:m + micro]
-            mb = make_micro_batch(cfg, data, idx, u * acc + m + np.arange(len(idx)), targets_all[torch.as_tensor(idx)])
-            loss, _ = rt.forward(mb)
-            rt.backward(loss * (len(idx) / len(chunk)))
-        rt.step()
+        run_update(cfg, rt, objective, data, UpdateBatch(chunk, u * acc), targets_all, features)
         if cuda:
             torch.cuda.synchronize(device)
         if u >= warmup:
             times.append(time.perf_counter() - t0)
     step = float(np.median(times))
     updates = PAPER_EPOCHS * math.ceil(PAPER_ARCHS / acc)
-    return {"accumulate": acc, "micro_batch": micro, "batched_targets": cfg.model.hyper.batched_targets, "precision": cfg.train.precision,
+    return {"accumulate": acc, "micro_batch": micro, "batched_targets": cfg.space.settings.get("batched_targets"),
+            "precision": cfg.train.precision,
             "update_s_median": step, "update_s_mean": float(np.mean(times)), "steps": len(times),
             "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
             "projected_200ep_h": step * updates / 3600, "updates_200ep": updates}
@@ -92,7 +89,7 @@ def main(argv=None) -> int:
     for s in a.settings.split(","):
         micro, batched = s.split(":")
         cfg = load_config(a.config, [f"train.precision={a.precision}", f"train.micro_batch={micro}",
-                                     f"model.hyper.batched_targets={batched}", f"train.device={device.type}",
+                                     f"space.settings.batched_targets={batched}", f"train.device={device.type}",
                                      *a.overrides])
         r = measure(cfg, device, a.steps, a.warmup)
         rows.append(r)

@@ -5,8 +5,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One intra-op thread per test process: the tests' tensors are small, and on a 2-core machine the default
+# (all cores) made small convolutions ~30x slower under load. Runs the tests start set their own.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,8 @@ def test_shipped_configs_load(path):
 
 def test_paper_profile_is_the_paper_recipe():
     cfg = load_config(REPO / "configs" / "nb201.yaml")
-    assert (cfg.train.epochs, cfg.model.hyper.images_per_arch, cfg.model.hyper.target_channels,
-            cfg.model.hyper.target_cells_per_stage, cfg.train.accumulate, cfg.loss.q) == (200, 128, 16, 5, 10, 1.5)
+    assert (cfg.train.epochs, cfg.model.hyper.images_per_arch, cfg.space.settings["target_channels"],
+            cfg.space.settings["target_cells_per_stage"], cfg.train.accumulate, cfg.loss.q) == (200, 128, 16, 5, 10, 1.5)
     assert (cfg.model.encoder.layers, cfg.model.encoder.hidden, cfg.model.hyper.layers, cfg.model.hyper.hidden) == (6, 72, 3, 96)
 
 
@@ -45,13 +45,33 @@ def test_overrides_are_typed_and_nested():
     ("nope.x=1", "unknown config key 'nope'"),
     ("train.epochs=five", "'train.epochs' must be an integer"),
     ("train.epochs=0", "'train.epochs': must be >= 1"),
-    ("model.variant=hypernas_x", "unknown predictor variant 'hypernas_x'"),
+    ("model.variant=hypernas_x", "'model.variant': unknown 'hypernas_x'; predictor variants: hypernas, hypernas_h"),
     ("space.name=nb999", "unknown search space 'nb999'"),
     ("loss.weighting=magic", "unknown loss weighting 'magic'"),
     ("model.encoder.connectivity=product", "'model.encoder.connectivity'"),
     ("train.epochs", "key=value"),
+    ("space.settings.target_channel=8", "unknown config key 'space.settings.target_channel' (did you mean 'target_channels'?)"),
+    ("space.settings.target_channels=0", "'space.settings.target_channels': must be >= 1"),
+    ("space.settings.prune=maybe", "'space.settings.prune' must be true/false"),
 ])
 def test_bad_config_names_the_key(override, fragment):
     with pytest.raises(ConfigError) as e:
         load_config(REPO / "configs" / "nb201_cpu.yaml", [override])
     assert fragment in str(e.value)
+
+
+def test_space_settings_are_filled_with_their_defaults():
+    cfg = load_config(REPO / "configs" / "nb201_cpu.yaml")
+    assert cfg.space.settings == {"cells_per_stage": 5, "prune": True, "target_channels": 8,
+                                  "target_cells_per_stage": 1, "batched_targets": False, "benchmark_classes": 10}
+
+
+def test_a_missing_optional_extra_is_named_in_one_line(monkeypatch, capsys):
+    import importlib.util
+
+    from pipeline import sweep
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert sweep.main([str(REPO / "configs" / "sweeps" / "tiny.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: python -m pipeline.sweep needs the optional package(s) ray: pip install -e '.[sweep]'"]

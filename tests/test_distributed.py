@@ -49,16 +49,19 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed-zero2"])
+@pytest.mark.parametrize("launcher", ["torchrun", "torchrun-default-micro-batch", "deepspeed-zero2"])
 def test_two_ranks_update_like_one_rank_with_doubled_accumulation(tiny_overrides, tmp_path, launcher):
-    one = train(_cfg(tiny_overrides, "run.name=one"))
-    args = ["pipeline/train.py", "--config", TINY, *tiny_overrides, *SMALL, "run.name=two"]
-    if launcher == "torchrun":
-        _launch([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(distributed._free_port()),
-                 *args], tmp_path, launcher)
+    # default micro-batch: 1 rank runs the 4 archs of an update in one forward, 2 ranks 2 each; dropout
+    # masks and aux batches are drawn per architecture, so the grouping must not change the result
+    more = ["train.micro_batch=0"] if launcher.endswith("default-micro-batch") else []
+    one = train(_cfg(tiny_overrides, "run.name=one", *more))
+    args = ["pipeline/train.py", "--config", TINY, *tiny_overrides, *SMALL, *more, "run.name=two"]
+    if launcher.startswith("torchrun"):
+        _launch([sys.executable, "-m", "pipeline.launch", "torchrun", "--nproc_per_node", "2", *args], tmp_path,
+                launcher)
         two = Path(one["run_dir"]).parent / "two" / "checkpoints" / "epoch_0002.pt"
     else:
-        _launch([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(distributed._free_port()), *args,
+        _launch([sys.executable, "-m", "pipeline.launch", "deepspeed", "--num_gpus", "2", *args,
                  "--deepspeed_config", str(REPO / "configs" / "deepspeed" / "zero2.json")], tmp_path, launcher)
         two = Path(one["run_dir"]).parent / "two" / "checkpoints" / "deepspeed" / "epoch_0002"
     diff = _max_diff(_params(Path(one["run_dir"]) / "checkpoints" / "epoch_0002.pt"), _params(two))
@@ -102,8 +105,7 @@ def test_kill_9_mid_run_under_torchrun_then_the_same_command_finishes_like_an_un
     more = ["train.epochs=4"]
     one = train(_cfg(tiny_overrides, "run.name=one", *more))
     run = Path(one["run_dir"]).parent / "killed"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(distributed._free_port()),
-           "pipeline/train.py", "--config", TINY, *tiny_overrides, *SMALL, *more, "run.name=killed"]
+    cmd = [sys.executable, "-m", "pipeline.launch", "torchrun", "--nproc_per_node", "2", "pipeline/train.py", "--config", TINY, *tiny_overrides, *SMALL, *more, "run.name=killed"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

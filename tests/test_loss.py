@@ -28,6 +28,9 @@ def losses(pred: float = L_PRED, hyper: float = L_HYPER, grad: bool = False) -> 
 
 
 def adaptive(**settings) -> AdaptiveWeighting:
+    # scope "arch" reads the formula at each loss itself: the paper's formula, checked term by term below;
+    # the default scope "update" reads it at the anchors (tested further down)
+    settings.setdefault("scope", "arch")
     w = build_weighting("adaptive", TASKS, **settings)
     return w.double()  # float64 so hand computations compare tightly
 
@@ -68,8 +71,8 @@ def test_adaptive_reading_a_matches_hand(q: float, u: tuple[float, float]) -> No
     set_u(w, u)
     total, info = w(losses())
     assert total.item() == pytest.approx(hand_a((L_PRED, L_HYPER), u, q), rel=1e-12)
-    # weight * L = the task term (without the regulariser)
-    assert info["weight/hyper"] * L_HYPER == pytest.approx(L_HYPER ** (q - 1) / (2 * u[1] ** 2))
+    # the effective weight is the gradient weight d term / d L = (q-1) L^(q-2) / (2u²)
+    assert info["weight/hyper"] == pytest.approx((q - 1) * L_HYPER ** (q - 2) / (2 * u[1] ** 2))
 
 
 def test_concrete_numbers_default() -> None:
@@ -91,7 +94,7 @@ def test_q2_readings_differ_as_documented() -> None:
 
 def test_default_settings() -> None:
     w = build_weighting("adaptive", TASKS)
-    assert (w.q, w.reading, w.detach_power) == (1.5, "B", True)
+    assert (w.q, w.reading, w.detach_power, w.scope, w.anchor_momentum) == (1.5, "B", True, "update", 0.0)
     assert torch.equal(w.u.detach(), torch.ones(2))
     assert adaptive(init=2.0).u.detach().tolist() == [2.0, 2.0]
     assert adaptive(reading="A").detach_power is False
@@ -222,7 +225,7 @@ def test_single_task_returns_the_loss_exactly(name: str, settings: dict) -> None
 )
 def test_per_sample_equals_elementwise_calls(name: str, settings: dict) -> None:
     torch.manual_seed(0)
-    w = build_weighting(name, TASKS, **settings).double()
+    w = build_weighting(name, TASKS, scope="arch", **settings).double()
     with torch.no_grad():
         for p in w.parameters():
             p.copy_(torch.tensor([0.8, 1.3], dtype=torch.float64))
@@ -261,7 +264,7 @@ def test_registry_lists_and_errors() -> None:
     assert isinstance(build_weighting("fixed", TASKS), FixedWeighting)
     with pytest.raises(ConfigError, match=r"unknown loss weighting 'nope'.*adaptive.*fixed.*uncertainty"):
         build_weighting("nope", TASKS)
-    with pytest.raises(ConfigError, match=r"'qq'.*accepted: q, reading"):
+    with pytest.raises(ConfigError, match=r"'qq'.*accepted: q, reading.*scope"):
         build_weighting("adaptive", TASKS, qq=2)
     with pytest.raises(ValueError, match="already registered"):
         register_weighting("fixed")(FixedWeighting)
@@ -299,3 +302,81 @@ def test_fixed_bad_settings() -> None:
 def test_bad_task_names(names: list[str]) -> None:
     with pytest.raises(ConfigError):
         build_weighting("fixed", names)
+
+
+# ---------------------------------------------------------------- task-level weighting (scope "update")
+
+
+def _update_weighting(name: str, **settings) -> "Weighting":
+    w = build_weighting(name, TASKS, **settings).double()
+    with torch.no_grad():
+        for p in w.parameters():
+            p.copy_(torch.tensor([0.8, 1.3], dtype=torch.float64))
+    return w
+
+
+def test_update_scope_weights_task_means_by_hand() -> None:
+    # reading B, q = 1.5, u = (0.8, 1.3), anchors (previous update's means) a = (0.5, 2.0):
+    # total over the update = Σ_t a_t^0.5 · mean_i(L_ti) / (2 u_t²) + ln(1 + u_t²), whatever the split.
+    w = _update_weighting("adaptive")
+    w.set_anchors({"pred": 0.5, "hyper": 2.0})
+    pred = torch.tensor([0.1, 0.9, 2.0, 0.2], dtype=torch.float64, requires_grad=True)
+    hyper = torch.tensor([2.5, 1.5, 2.2, 1.8], dtype=torch.float64, requires_grad=True)
+    total, info = w({"pred": pred, "hyper": hyper})
+    mean_p, mean_h = 3.2 / 4, 8.0 / 4
+    hand = (0.5 ** 0.5 * mean_p / (2 * 0.64) + math.log(1.64)) + (2.0 ** 0.5 * mean_h / (2 * 1.69) + math.log(2.69))
+    assert total.mean().item() == pytest.approx(hand, rel=1e-12)
+    # every architecture's squared error gets the same weight (not |e|^(2(q-1)) each)
+    total.mean().backward()
+    assert pred.grad.tolist() == pytest.approx([0.5 ** 0.5 / (2 * 0.64) / 4] * 4, rel=1e-12)
+    assert info["weight/pred"] == pytest.approx(0.5 ** 0.5 / (2 * 0.64))
+
+
+@pytest.mark.parametrize("name,settings", [("adaptive", {}), ("adaptive", {"detach_power": False, "q": 3.0}),
+                                           ("adaptive", {"reading": "A", "q": 1.25}), ("uncertainty", {}),
+                                           ("fixed", {"weights": {"pred": 2.0, "hyper": 0.5}})])
+def test_update_scope_is_linear_so_splitting_the_update_changes_nothing(name: str, settings: dict) -> None:
+    w = _update_weighting(name, **settings)
+    w.set_anchors({"pred": 0.7, "hyper": 1.9})
+    pred = torch.tensor([0.4, 0.05, 1.7, 0.0, 0.3, 0.9], dtype=torch.float64)
+    hyper = torch.tensor([2.3, 1.1, 0.6, 3.0, 2.0, 1.2], dtype=torch.float64)
+    whole = w({"pred": pred, "hyper": hyper})[0].mean()
+    parts = sum(w({"pred": pred[s], "hyper": hyper[s]})[0].sum() for s in (slice(0, 1), slice(1, 4), slice(4, 6))) / 6
+    assert whole.item() == pytest.approx(parts.item(), rel=1e-12)
+    params = list(w.parameters())
+    if params:
+        whole.backward()
+        g_whole = params[0].grad.clone()
+        params[0].grad = None
+        for s in (slice(0, 1), slice(1, 4), slice(4, 6)):
+            (w({"pred": pred[s], "hyper": hyper[s]})[0].sum() / 6).backward()
+        assert torch.allclose(g_whole, params[0].grad)
+
+
+@pytest.mark.parametrize("settings", [{"detach_power": False, "q": 3.0}, {"reading": "A", "q": 1.25}])
+def test_nonlinear_forms_are_exact_when_the_mean_equals_the_anchor(settings: dict) -> None:
+    arch = _update_weighting("adaptive", scope="arch", **settings)
+    upd = _update_weighting("adaptive", **settings)
+    upd.set_anchors({"pred": L_PRED, "hyper": L_HYPER})
+    results = []
+    for w in (arch, upd):
+        ls = losses(grad=True)
+        total, _ = w(ls)
+        total.backward()
+        results.append((total.item(), ls["pred"].grad.item(), ls["hyper"].grad.item(), w.u.grad.tolist()))
+    assert results[0][:3] == pytest.approx(results[1][:3], rel=1e-12)
+    assert results[0][3] == pytest.approx(results[1][3], rel=1e-12)
+
+
+def test_first_anchors_are_the_chance_losses_and_momentum_smooths() -> None:
+    w = build_weighting("adaptive", TASKS, chance={"pred": 1.0, "hyper": math.log(10)}, anchor_momentum=0.5)
+    assert w.anchors.tolist() == pytest.approx([1.0, math.log(10)])
+    w.set_anchors({"pred": 0.2, "hyper": 1.0})
+    assert w.anchors.tolist() == pytest.approx([0.6, 0.5 * math.log(10) + 0.5])
+    assert "anchors" in w.state_dict()
+    with pytest.raises(ConfigError, match="anchor_momentum"):
+        build_weighting("adaptive", TASKS, anchor_momentum=1.0)
+    with pytest.raises(ConfigError, match="scope"):
+        build_weighting("adaptive", TASKS, scope="batch")
+    with pytest.raises(ConfigError, match="unknown task"):
+        build_weighting("adaptive", TASKS, chance={"predd": 1.0})

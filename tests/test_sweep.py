@@ -45,9 +45,14 @@ def _data_sets(prepared) -> list[str]:
             "--set", "data.prepare=false"]
 
 
+# What a driver needs to reach the test's Ray head (filled by the ray_head fixture): Ray's single-machine
+# mode (else it swaps 127.0.0.1 for the routable address) and the head's token file.
+_RAY_ENV: dict[str, str] = {}
+
+
 def _sweep(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.sweep", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **_RAY_ENV})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,14 +113,20 @@ def test_unreachable_address_fails_fast(tmp_path, prepared):
 
 @pytest.fixture(scope="module")
 def ray_head():
+    from pipeline.ray_cluster import new_token_file
+
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: socket paths have a length limit
     port = _free_port()
+    # loopback only, token required: the head a test starts must not be open to other users of the machine
+    _RAY_ENV.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+                     "RAY_AUTH_TOKEN_PATH": str(new_token_file(Path(temp) / "token"))})
     cmd = [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}",
            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
            f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}",
            f"--dashboard-agent-listen-port={_free_port()}"]
     # Its own session: `ray start` leads a new process group that every daemon it leaves behind shares.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, **_RAY_ENV})
     log, _ = proc.communicate(timeout=120)
     pgid = proc.pid
     if proc.returncode != 0:
@@ -125,6 +136,7 @@ def ray_head():
         yield f"127.0.0.1:{port}"
     finally:
         _stop_group(pgid)
+        _RAY_ENV.clear()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -243,3 +255,38 @@ def test_asha_spec_is_accepted_and_fifo_is_the_default(tmp_path):
     assert fifo.scheduler == {"type": "fifo"} and asha.scheduler["type"] == "asha"
     with pytest.raises(ConfigError, match="scheduler.type"):
         load_spec(_spec(tmp_path, "grid:\n  train.seed: [0]\nscheduler: hyperband\n", "b.yaml"))
+
+
+def test_cv_folds_add_selection_trials_and_the_report_picks_by_cv_not_test(tmp_path):
+    from pipeline.sweep import RESULT_MARKER, spec_record, write_report
+
+    spec = load_spec(_spec(tmp_path, "grid:\n  loss.q: [1.5, 2]\ncv_folds: 2\n"), storage=str(tmp_path))
+    assert len(spec.trials) == 6
+    cv_trials = [t for t in spec.trials if "data.cv_fold" in t.axes]
+    assert len(cv_trials) == 4 and all(spec.configs[t.trial_id].data.cv_folds == 2 for t in cv_trials)
+    sweep = spec.sweep_dir
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps(spec_record(spec)))
+    # q=2 has the higher TEST tau, q=1.5 the higher CV tau: the report must pick q=1.5
+    for t in spec.trials:
+        q, fold = t.axes["loss.q"], t.axes.get("data.cv_fold")
+        res = {"kendall_tau": {1.5: 0.70, 2: 0.80}[q] if fold is None else float("nan"),
+               "cv_tau": {1.5: 0.75, 2: 0.65}[q] if fold is not None else float("nan"), "spearman": 0.9}
+        (sweep / "runs" / t.trial_id).mkdir(parents=True)
+        (sweep / "runs" / t.trial_id / RESULT_MARKER).write_text(json.dumps(res))
+    report = write_report(sweep).read_text()
+    best = report.split("## Best setting per train size")[1]
+    assert "**q=1.5** CV τ 0.750" in best and "its test τ 0.700" in best, best
+
+
+def test_without_cv_trials_no_setting_is_called_best(tmp_path):
+    from pipeline.sweep import RESULT_MARKER, spec_record, write_report
+
+    spec = load_spec(_spec(tmp_path, "grid:\n  loss.q: [1.5, 2]\n"), storage=str(tmp_path))
+    sweep = spec.sweep_dir
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps(spec_record(spec)))
+    for t in spec.trials:
+        (sweep / "runs" / t.trial_id).mkdir(parents=True)
+        (sweep / "runs" / t.trial_id / RESULT_MARKER).write_text(json.dumps({"kendall_tau": 0.7, "spearman": 0.9}))
+    assert "No setting is called best" in write_report(sweep).read_text()

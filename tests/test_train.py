@@ -44,6 +44,17 @@ def test_smoke_run_scores_every_cell_and_writes_the_run_directory(tiny_overrides
     assert len(env["git_commit"]) == 40 and isinstance(env["git_dirty_pipeline"], bool)
 
 
+def test_micro_batching_changes_speed_not_the_result(tiny_overrides):
+    # dropout on, the ranking term (which compares the archs of an update) on, features on: still exact
+    common = ["train.epochs=2", "train.accumulate=4", "data.num_train=16", "loss.rank_weight=1.0",
+              "model.features=[graf]", "model.encoder.dropout=0.2", "data.val_archs=0"]
+    preds = []
+    for micro in (1, 2, 4):
+        s = train(_cfg(tiny_overrides, *common, f"train.micro_batch={micro}", f"run.name=mb{micro}"))
+        preds.append(pq.read_table(Path(s["run_dir"]) / "predictions.parquet").column("prediction").to_numpy())
+    assert np.abs(preds[0] - preds[1]).max() < 1e-4 and np.abs(preds[0] - preds[2]).max() < 1e-4
+
+
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_overrides, tmp_path):
     full = train(_cfg(tiny_overrides, "run.name=full", "train.epochs=4"))
     part = train(_cfg(tiny_overrides, "run.name=resumed", "train.epochs=4"), stop_after_epoch=2)

@@ -8,6 +8,10 @@ NB201 space needs no per-step Python graph building.
 
 Dense because cells are tiny (<= ~12 nodes): batched matmuls beat scatter-based message passing by an
 order of magnitude on a CPU, and the GCN layer stays the formula in METHOD.md §2.
+
+Sequences may differ in length (ViT depth, MobileNetV3 stages): shorter ones are padded at the end with
+an empty graph (every node PAD), and `GraphBatch.cell_mask` marks the real cells. The encoder carries the
+context z through padding cells and leaves them out of the architecture embedding.
 """
 from __future__ import annotations
 
@@ -49,6 +53,11 @@ class GraphBatch:
     def mask(self) -> torch.Tensor:
         return self.node_types != PAD
 
+    @property
+    def cell_mask(self) -> torch.Tensor:
+        """(B, S) True for real cells, False for the padding at the end of shorter sequences."""
+        return (self.node_types != PAD).any(-1)
+
 
 def collate_graphs(graphs: Sequence[CellGraph]) -> tuple[torch.Tensor, torch.Tensor]:
     """PyG-batch a list of cell graphs into dense (G, N) node types and (G, N, N) adjacency."""
@@ -68,10 +77,14 @@ def build_graph_table(space: SearchSpace, archs: Sequence[Hashable], scope: str 
     rows = []
     for arch in archs:
         seq = space.encode(arch, scope)
+        if not seq:
+            raise ValueError(f"space {space.name!r} encoded {space.to_str(arch)!r} as an empty sequence")
         rows.append([index.setdefault(g, len(index)) for g in seq])
-    lengths = {len(r) for r in rows}
-    if len(lengths) > 1:
-        # Spaces with variable depth (ViT) pad the sequence with graph id of an empty graph; none yet.
-        raise ValueError(f"space {space.name!r} produced graph sequences of lengths {sorted(lengths)}")
     types, adj = collate_graphs(list(index))
+    longest = max(len(r) for r in rows)
+    if any(len(r) < longest for r in rows):  # pad with one empty graph (id G), see the module doc
+        empty = len(index)
+        types = torch.cat([types, torch.full((1, types.shape[1]), PAD, dtype=types.dtype)])
+        adj = torch.cat([adj, adj.new_zeros(1, *adj.shape[1:])])
+        rows = [r + [empty] * (longest - len(r)) for r in rows]
     return GraphTable(types, adj, torch.tensor(rows, dtype=torch.long))

@@ -1,10 +1,12 @@
 """Read the image shards written by `data_prep.images`.
 
-- `read_manifest`: find and validate `{dataset}-manifest.json`.
-- `load_split`: a whole split in memory (CIFAR-sized sets), in manifest order, every shard checked.
-- `stream_split`: a seeded, shuffled stream of batches for big sets (ImageNet), DDP-aware via `nodesplitter`.
+- `read_manifest` (manifest.py): find and validate `{dataset}-manifest.json`.
+- `load_split`: a whole split in memory (CIFAR-sized sets), in sample-key order, every shard checked.
+- `stream_split`: a seeded, shuffled stream of batches, DDP-aware via `nodesplitter` (evaluation, tools).
 - `AuxBatches`: deterministic augmented batches from an in-memory set; the batch of a step only depends
   on (seed, step), so a resumed run sees exactly the batches it would have seen.
+- streaming.py: `StreamingAux`, the training stream for sets that do not fit in memory (ImageNet);
+  aux_source.py: `open_aux_source`, which picks one of the two for the trainer.
 
 Every problem with the data raises `DataError` naming the manifest or shard file at fault.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import random
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -23,83 +24,12 @@ import torch.nn.functional as F
 import webdataset as wds
 from PIL import Image
 
+from pipeline.data.manifest import read_manifest, split_info
 from pipeline.errors import DataError
 from pipeline.utils.io import file_sha256
 
-FORMAT_VERSION = 1
+__all__ = ["read_manifest", "load_split", "stream_split", "AuxBatches"]
 _IMAGE_FIELDS = ("png", "jpg", "jpeg")
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def read_manifest(shard_dir: str | Path, dataset: str | None = None) -> dict[str, Any]:
-    """Load and validate the manifest of `dataset` (or the only manifest) in `shard_dir`."""
-    shard_dir = Path(shard_dir)
-    if dataset is not None:
-        path = shard_dir / f"{dataset}-manifest.json"
-        if not path.is_file():
-            raise DataError(f"{path}: manifest not found (prepare the shards with `python -m data_prep.images`)")
-    else:
-        found = sorted(shard_dir.glob("*-manifest.json"))
-        if not found:
-            raise DataError(f"{shard_dir}: no *-manifest.json (prepare the shards with `python -m data_prep.images`)")
-        if len(found) > 1:
-            raise DataError(f"{shard_dir}: several manifests {[f.name for f in found]}; pass dataset=")
-        path = found[0]
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable manifest ({e})") from e
-    _validate_manifest(path, manifest)
-    return manifest
-
-
-def _validate_manifest(path: Path, m: Any) -> None:
-    def bad(what: str) -> DataError:
-        return DataError(f"{path}: invalid manifest: {what}")
-
-    if not isinstance(m, dict):
-        raise bad("not a JSON object")
-    if m.get("format_version") != FORMAT_VERSION:
-        raise bad(f"format_version {m.get('format_version')!r}, this reader knows {FORMAT_VERSION}")
-    for key in ("dataset", "num_classes", "class_names", "image_shape", "splits"):
-        if key not in m:
-            raise bad(f"missing key '{key}'")
-    if not isinstance(m["num_classes"], int) or m["num_classes"] < 1:
-        raise bad(f"num_classes {m['num_classes']!r}")
-    if not isinstance(m["class_names"], list) or len(m["class_names"]) != m["num_classes"]:
-        raise bad("class_names does not have num_classes entries")
-    shape = m["image_shape"]
-    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
-        raise bad(f"image_shape {shape!r}, expected [H, W, C] or null")
-    if not isinstance(m["splits"], dict) or not m["splits"]:
-        raise bad("no splits")
-    for split, info in m["splits"].items():
-        try:
-            shards = info["shards"]
-            names = [s["name"] for s in shards]
-            counts = [s["count"] for s in shards]
-            _ = [s["sha256"] for s in shards]
-        except (KeyError, TypeError) as e:
-            raise bad(f"split '{split}' lacks {e}") from None
-        if any(Path(n).name != n for n in names):
-            raise bad(f"split '{split}' has shard names with directories")
-        if not shards or sum(counts) != info.get("count"):
-            raise bad(f"split '{split}': shard counts sum to {sum(counts)}, count is {info.get('count')}")
-
-
-def _split_info(shard_dir: Path, manifest: dict[str, Any], split: str) -> dict[str, Any]:
-    if split not in manifest["splits"]:
-        raise DataError(
-            f"{shard_dir / (manifest['dataset'] + '-manifest.json')}: no split '{split}' "
-            f"(has {sorted(manifest['splits'])})"
-        )
-    info = manifest["splits"][split]
-    for shard in info["shards"]:
-        if not (shard_dir / shard["name"]).is_file():
-            raise DataError(f"{shard_dir / shard['name']}: shard listed in the manifest is missing")
-    return info
 
 
 # --------------------------------------------------------------------------- decoding
@@ -151,15 +81,18 @@ def _shard_error(exn: Exception) -> bool:
 
 
 def load_split(
-    shard_dir: str | Path, split: str, dataset: str | None = None, verify: bool = True
+    shard_dir: str | Path, split: str, dataset: str | None = None, verify: bool = True,
+    image_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All samples of `split` as (uint8 images (N,C,H,W), int64 labels (N,)), in sample-key order.
 
     Checks each shard's sha256 (when `verify`), its sample count, every image's shape and label range.
+    `image_size`: resize (shorter side) + centre-crop every image to it while loading; needed when the
+    images vary in size (image folders, ImageNet: the manifest's image_shape is null).
     """
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir, dataset)
-    info = _split_info(shard_dir, manifest, split)
+    info = split_info(shard_dir, manifest, split)
     expected_shape = manifest["image_shape"]
     keys: list[str] = []
     images: list[torch.Tensor] = []
@@ -173,8 +106,11 @@ def load_split(
             # One pipeline per shard, without node/worker splitting: every rank needs the whole aux set.
             ds = wds.WebDataset(str(path), shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
             for sample in ds:
-                key, img, label = _decode(sample)
-                if expected_shape is not None and list(img.shape) != [expected_shape[2], *expected_shape[:2]]:
+                key, img, label = _decode(sample, image_size)
+                if image_size is None and expected_shape is None and images and img.shape != images[0].shape:
+                    raise DataError(f"{path.name}: sample '{key}' has shape {tuple(img.shape)}, an earlier one "
+                                    f"{tuple(images[0].shape)}: images vary in size, pass image_size=")
+                if image_size is None and expected_shape is not None and list(img.shape) != [expected_shape[2], *expected_shape[:2]]:
                     raise DataError(f"{path.name}: sample '{key}' has shape {tuple(img.shape)} (CHW), "
                                     f"manifest says {expected_shape} (HWC)")
                 if not 0 <= label < manifest["num_classes"]:
@@ -191,10 +127,16 @@ def load_split(
             raise DataError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail})") from e
         if n != shard["count"]:
             raise DataError(f"{path}: has {n} samples, manifest says {shard['count']} (truncated shard?)")
+    if not images:
+        raise DataError(f"{shard_dir}: split '{split}' has no images")
     if len(set(keys)) != len(keys):
         raise DataError(f"{shard_dir}: split '{split}' has duplicate sample keys")
     order = sorted(range(len(keys)), key=keys.__getitem__)
-    x = torch.stack([images[i] for i in order])
+    # fill a preallocated tensor and drop each decoded image once copied: the peak stays near one copy
+    x = torch.empty((len(order), *images[0].shape), dtype=torch.uint8)
+    for j, i in enumerate(order):
+        x[j] = images[i]
+        images[i] = None
     y = torch.tensor([labels[i] for i in order], dtype=torch.int64)
     return x, y
 
@@ -231,7 +173,7 @@ def stream_split(
     """
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir, dataset)
-    info = _split_info(shard_dir, manifest, split)
+    info = split_info(shard_dir, manifest, split)
     urls = [str(shard_dir / s["name"]) for s in info["shards"]]
     expected = {u: s["count"] for u, s in zip(urls, info["shards"])}
     if shuffle:
@@ -292,6 +234,8 @@ class AuxBatches:
     (seed, step): no state carries from one step to the next, so a resumed run reproduces the batches.
     """
 
+    mode = "memory"
+
     def __init__(
         self,
         images: torch.Tensor,
@@ -300,6 +244,7 @@ class AuxBatches:
         resize: int | None = None,
         padding: int = 4,
         device: torch.device | str | None = None,
+        num_classes: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N,C,H,W), got {images.dtype} {tuple(images.shape)}")
@@ -310,19 +255,23 @@ class AuxBatches:
         self.images = images.to(device) if device is not None else images
         self.labels = labels.to(device=self.images.device, dtype=torch.int64)
         self.augment, self.resize, self.padding = augment, resize, padding
-        # per-channel statistics of the data itself, in [0, 1] units (as torchvision's Normalize expects)
-        x = self.images.to(torch.float64).div_(255)
-        self.mean = x.mean(dim=(0, 2, 3)).float()
-        self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).float()
+        # the manifest's class count when known: a split may miss the last classes
+        self.num_classes = int(num_classes) if num_classes is not None else int(self.labels.max()) + 1
+        self.mean, self.std = _channel_stats(self.images)
 
     @classmethod
     def from_shards(cls, shard_dir: str | Path, split: str, dataset: str | None = None, verify: bool = True,
                     **kwargs: Any) -> "AuxBatches":
-        images, labels = load_split(shard_dir, split, dataset, verify)
+        """`image_size` (kwarg): resize + centre-crop while loading (sets of varying image sizes)."""
+        images, labels = load_split(shard_dir, split, dataset, verify, image_size=kwargs.pop("image_size", None))
+        kwargs.setdefault("num_classes", read_manifest(shard_dir, dataset)["num_classes"])
         return cls(images, labels, **kwargs)
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def seek(self, start: int) -> None:
+        """Nothing to do: a batch depends only on (seed, sample id). (StreamingAux.seek re-seeds its stream.)"""
 
     def batch(self, step: int, n: int, generator_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(float images (n,C,H',W') normalised, int64 labels (n,)) for this step; same args, same batch."""
@@ -355,3 +304,21 @@ class AuxBatches:
         b = torch.arange(n, device=x.device)[:, None, None]
         out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (n, h, w, C)
         return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images in [0, 1] units (what torchvision's Normalize expects).
+
+    Two passes over chunks in float64: a float64 copy of a large set would take 8x its memory.
+    """
+    n_pix = images.shape[0] * images.shape[2] * images.shape[3]
+    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
+    for i in range(0, images.shape[0], chunk):
+        total += images[i:i + chunk].to(torch.float64).sum(dim=(0, 2, 3))
+    mean = total / (255 * n_pix)
+    sq = torch.zeros_like(total)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i:i + chunk].to(torch.float64).div_(255).sub_(mean[None, :, None, None])
+        sq += x.square_().sum(dim=(0, 2, 3))
+    std = (sq / max(n_pix - 1, 1)).sqrt()
+    return mean.float(), std.clamp_min(1e-6).float()

@@ -1,10 +1,10 @@
-"""Reader for the prepared benchmark tables (Parquet, schema in data_prep/tables.py and data_prep/README.md).
+"""Reader for the prepared benchmark tables (Parquet; schema in data_prep/tables/schema.py, shared with
+the writers, and data_prep/README.md).
 
 The trainer only needs: the canonical arch strings, label arrays by name, and a reproducible train split.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.tables.schema import ARCH, FORMAT_VERSION, INDEX, META_KEY, decode_meta
 from pipeline.errors import DataError
 
-META_KEY = b"hypernas"
-FORMAT_VERSION = 1  # newest table format this reader understands
+__all__ = ["ArchTable", "load_table", "split_train", "META_KEY", "FORMAT_VERSION"]
 _BUILD_HINT = ("build it with `python -m data_prep.tables nb201 --benchmark-dir ../shared/data/nasbench201 "
-               "--out {path}` (or `python -m data_prep.tables generic --space <space> --input <file> --out {path}` "
-               "for other benchmarks)")
+               "--out {path}` (or `python -m data_prep.tables prepare --space <space> --benchmark-dir <dir> "
+               "--out {path}`, or the naslib / generic formats for other benchmark files)")
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ArchTable:
     def label_columns(self) -> list[str]:
         """The labels the builder declared (all numeric columns but `index` for a table without metadata)."""
         declared = self.meta.get("label_columns")
-        return list(declared) if declared else [n for n in self.numeric_columns if n != "index"]
+        return list(declared) if declared else [n for n in self.numeric_columns if n != INDEX]
 
     def label(self, name: str) -> np.ndarray:
         """A numeric column as float64; DataError listing the numeric columns if there is none of that name."""
@@ -77,11 +77,9 @@ def _column_array(col: pa.ChunkedArray) -> np.ndarray:
 
 
 def _read_meta(path: Path, schema: pa.Schema) -> dict[str, Any]:
-    raw = (schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        return {}  # a plain Parquet file: usable, labels are then all numeric columns
+    # a plain Parquet file has none: usable, labels are then all numeric columns
     try:
-        meta = json.loads(raw)
+        meta = decode_meta(schema.metadata)
     except ValueError as e:
         raise DataError(f"{path}: corrupt table metadata ({e}); rebuild it") from e
     version = meta.get("format_version", FORMAT_VERSION)
@@ -100,13 +98,13 @@ def load_table(path: str | os.PathLike) -> ArchTable:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable Parquet table ({e}); " + _BUILD_HINT.format(path=path)) from e
-    if "arch" not in table.column_names:
-        raise DataError(f"{path}: no 'arch' column (columns: {', '.join(table.column_names)}); "
+    if ARCH not in table.column_names:
+        raise DataError(f"{path}: no {ARCH!r} column (columns: {', '.join(table.column_names)}); "
                         + _BUILD_HINT.format(path=path))
-    archs = table["arch"].to_pylist()
+    archs = table[ARCH].to_pylist()
     if any(a is None for a in archs):
-        raise DataError(f"{path}: column 'arch' has {archs.count(None)} empty value(s)")
-    columns = {n: _column_array(table[n]) for n in table.column_names if n != "arch"}
+        raise DataError(f"{path}: column {ARCH!r} has {archs.count(None)} empty value(s)")
+    columns = {n: _column_array(table[n]) for n in table.column_names if n != ARCH}
     return ArchTable(archs, columns, _read_meta(path, table.schema), path)
 
 

@@ -4,6 +4,13 @@ One MLP trunk is shared by every node, cell and architecture. Each parameter kin
 ...) has a fixed-width head that emits the kind's maximal tensor (e.g. C_max x C_max x 3 x 3), which
 is sliced to the parameter's real shape (ppuda/GHN style). Which node owns which target parameter is
 read off the target network's own `param_slots`, so a new space needs no weight bookkeeping here.
+
+Scale at initialisation: the trunk ends in a LayerNorm (unit-RMS features), the heads start with
+N(0, 1/hidden) weights and zero bias, and every generated tensor is multiplied by the Kaiming gain
+sqrt(2 / fan_in) of its real shape. So generated weights start at Kaiming scale whatever the slice, and
+they depend on the node embedding (not on a head bias shared by every architecture). Both matter because
+a generated conv is followed by batch-statistics BN: its output ignores the weight's scale, but its
+gradient is ∝ 1/‖w‖, so weights far below Kaiming scale inflate the auxiliary gradient into the GCN.
 """
 from __future__ import annotations
 
@@ -18,17 +25,34 @@ from torch import nn
 from pipeline.spaces.base import ParamSlot
 
 
+INITS = ("kaiming", "fan_in")
+
+
 class HyperNetwork(nn.Module):
-    def __init__(self, dim_in: int, hidden: int, layers: int, heads: dict[str, tuple[int, ...]]):
+    """`init="kaiming"` is the scheme of the module doc; `"fan_in"` the earlier one, kept for the ablation:
+    default nn.Linear heads, no trunk LayerNorm, generated tensors scaled by 1/sqrt(fan_in) (about 1/7 of
+    Kaiming scale at init, dominated by the head bias)."""
+
+    def __init__(self, dim_in: int, hidden: int, layers: int, heads: dict[str, tuple[int, ...]],
+                 init: str = "kaiming"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"hypernetwork init must be one of {INITS}, got {init!r}")
+        self.init = init
         trunk: list[nn.Module] = []
         d = dim_in
         for _ in range(layers):
             trunk += [nn.Linear(d, hidden), nn.ReLU()]
             d = hidden
+        if init == "kaiming":
+            trunk.append(nn.LayerNorm(d, elementwise_affine=False))
         self.trunk = nn.Sequential(*trunk)
         self.head_shapes = {k: tuple(v) for k, v in heads.items()}
         self.heads = nn.ModuleDict({k: nn.Linear(d, math.prod(v)) for k, v in heads.items()})
+        if init == "kaiming":
+            for head in self.heads.values():
+                nn.init.normal_(head.weight, std=1.0 / math.sqrt(d))
+                nn.init.zeros_(head.bias)
         self._row_cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
     @staticmethod
@@ -79,8 +103,9 @@ class HyperNetwork(nn.Module):
             start += len(items)
             rows = self._rows(kind, shape).to(dev)
             head = self.heads[kind]
-            # He-style scale by the real fan-in keeps activations O(1) whatever the slice size
-            w = F.linear(h, head.weight[rows], head.bias[rows]) * (1.0 / math.sqrt(math.prod(shape[1:])))
+            # Kaiming scale of the real fan-in, whatever the slice size (see the module doc)
+            gain = 2.0 if self.init == "kaiming" else 1.0
+            w = F.linear(h, head.weight[rows], head.bias[rows]) * math.sqrt(gain / math.prod(shape[1:]))
             for row, (b, slot) in zip(w.view(len(items), *shape).unbind(0), items):
                 out[b][slot.name] = row
         return out

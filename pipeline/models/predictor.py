@@ -15,10 +15,9 @@ from torch.func import functional_call
 
 from pipeline.data.graphs import GraphBatch
 from pipeline.models.encoder import GraphSequenceEncoder
-from pipeline.models.hypernet import HyperNetwork
 from pipeline.models.regressor import Regressor
 from pipeline.registry import Registry
-from pipeline.spaces.base import SearchSpace, TargetNet
+from pipeline.spaces.base import SHARED_PREFIX, SearchSpace, TargetNet
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ VARIANTS.register("hypernas")(VariantSpec(scope="global", predict=True, hyper=Tr
 class HyperNASModel(nn.Module):
     """GCN encoder + (regressor) + (hypernetwork and the target parameters no node owns)."""
 
-    def __init__(self, model_cfg, space: SearchSpace, num_classes: int = 10):
+    def __init__(self, model_cfg, space: SearchSpace, num_classes: int = 10, num_features: int = 0):
         super().__init__()
         self.variant = VARIANTS.get(model_cfg.variant)
         self.space = space
@@ -50,12 +49,17 @@ class HyperNASModel(nn.Module):
         self.encoder = GraphSequenceEncoder(len(space.node_vocab), enc.hidden, enc.layers, enc.dropout,
                                             enc.connectivity)
         reg = model_cfg.regressor
-        self.regressor = Regressor(enc.hidden, reg.hidden, reg.layers, reg.dropout) if self.variant.predict else None
+        self.num_features = num_features
+        self.regressor = Regressor(enc.hidden + num_features, reg.hidden, reg.layers, reg.dropout) \
+            if self.variant.predict else None
+        # Feature standardisation (training cells' mean and std), saved with the model.
+        self.register_buffer("feature_mean", torch.zeros(num_features))
+        self.register_buffer("feature_std", torch.ones(num_features))
         self.hyper_cfg = hyp = model_cfg.hyper
         self.num_classes = num_classes
         if self.variant.hyper:
-            self.hypernet = HyperNetwork(enc.hidden, hyp.hidden, hyp.layers, space.hyper_heads(hyp.target_channels))
-            self.target_shared = space.build_shared(hyp.target_channels, num_classes)
+            self.hypernet = space.build_hypernet(enc.hidden, hyp.hidden, hyp.layers, hyp.init)
+            self.target_shared = space.build_shared(num_classes)
         else:
             self.hypernet = None
             self.target_shared = None
@@ -65,24 +69,36 @@ class HyperNASModel(nn.Module):
         self._max_templates = 4096
 
     # -- encoder / regressor ---------------------------------------------------------------------
-    def encode(self, graphs: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        h, nodes, _ = self.encoder(graphs)
+    def encode(self, graphs: GraphBatch, drop_seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h, nodes, _ = self.encoder(graphs, drop_seeds)
         return h, nodes
 
-    def predict(self, graphs: GraphBatch) -> torch.Tensor:
+    @torch.no_grad()
+    def set_feature_stats(self, values: torch.Tensor) -> None:
+        """Standardise features with the mean / std of `values` (the training cells' raw features)."""
+        self.feature_mean.copy_(values.mean(0))
+        std = values.std(0, unbiased=False)
+        self.feature_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
+
+    def regress(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_features:
+            if features is None:
+                raise ValueError(f"this predictor takes {self.num_features} features per architecture; none given")
+            h = torch.cat([h, (features.to(h.dtype) - self.feature_mean) / self.feature_std], -1)
+        return self.regressor(h)
+
+    def predict(self, graphs: GraphBatch, features: torch.Tensor | None = None) -> torch.Tensor:
         """Standardised accuracy predictions (B,); the hypernetwork is not involved."""
         if self.regressor is None:
-            raise RuntimeError(f"variant without a regressor cannot predict accuracy")
-        h, _ = self.encode(graphs)
-        return self.regressor(h)
+            raise RuntimeError("variant without a regressor cannot predict accuracy")
+        h, _, _ = self.encoder(graphs, keep_nodes=False)
+        return self.regress(h, features)
 
     # -- hypernetwork / target network -----------------------------------------------------------
     def template(self, arch: Hashable) -> TargetNet:
         net = self._templates.get(arch)
         if net is None:
-            hyp = self.hyper_cfg
-            net = self.space.build_target(arch, hyp.target_channels, hyp.target_cells_per_stage,
-                                          self.num_classes, device="meta")
+            net = self.space.build_target(arch, self.num_classes, device="meta")
             self._templates[arch] = net
             if len(self._templates) > self._max_templates:
                 self._templates.popitem(last=False)
@@ -92,7 +108,7 @@ class HyperNASModel(nn.Module):
         """Generated + shared parameters of each architecture's target network."""
         templates = [self.template(a) for a in archs]
         generated = self.hypernet.generate(nodes, [t.param_slots for t in templates])
-        shared = {f"shared.{n}": p for n, p in self.target_shared.named_parameters()}
+        shared = {f"{SHARED_PREFIX}{n}": p for n, p in self.target_shared.named_parameters()}
         return [{**shared, **g} for g in generated]
 
     def run_target(self, arch: Hashable, params: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -103,10 +119,7 @@ class HyperNASModel(nn.Module):
         """Cross-entropy (B,) and accuracy (B,) of each architecture's generated network on its own
         image batch: images (B, n, C, H, W), labels (B, n)."""
         params = self.target_params(archs, nodes)
-        if self.hyper_cfg.batched_targets and hasattr(self.space, "run_targets"):
-            logits = self.space.run_targets(list(archs), params, images, self.hyper_cfg.target_cells_per_stage)
-        else:
-            logits = torch.stack([self.run_target(a, params[b], images[b]) for b, a in enumerate(archs)])
+        logits = self.space.run_targets([self.template(a) for a in archs], list(archs), params, images)
         B, n, classes = logits.shape
         ce = F.cross_entropy(logits.reshape(B * n, classes), labels.reshape(B * n), reduction="none")
         acc = (logits.argmax(-1) == labels).float().mean(1)

@@ -14,12 +14,14 @@ import ast
 import itertools
 import random
 import re
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from pipeline.errors import ArchError
+from pipeline.errors import ArchError, ConfigError
+from pipeline.settings import setting
 from pipeline.spaces.base import CellGraph, ParamSlot, SearchSpace, TargetNet
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -67,14 +69,42 @@ REDUCTION_GRAPH = _reduction_graph()
 _RED_NODE = {"conv_a": 1, "conv_b": 2, "shortcut": 4}
 
 
+@dataclass
+class NB201Settings:
+    """NAS-Bench-201: the encoded benchmark network (stem, 3 stages of N cells, 2 reduction blocks) and the
+    target network whose weights the hypernetwork generates, which may be cheaper than the benchmark's."""
+
+    cells_per_stage: int = setting(5, "Cells per stage of the *encoded* benchmark network (NB201: N=5).")
+    prune: bool = setting(True, "Drop 'none' ops and ops on no input->output path from cell graphs, so "
+                                "functionally identical cells encode alike.")
+    target_channels: int = setting(16, "Width C of the target network's first stage (stages C, 2C, 4C).")
+    target_cells_per_stage: int = setting(5, "Cells per stage of the target network (independent of the "
+                                             "encoded network: a cheap target can serve on a CPU).")
+    batched_targets: bool = setting(False, "Run a micro-batch's target networks side by side as one grouped "
+                                           "network (same result, far fewer kernel calls); false: one "
+                                           "functional_call per architecture.")
+    benchmark_classes: int = setting(10, "Classes of the benchmark network whose cost() is counted (CIFAR-10).")
+
+    def __post_init__(self) -> None:
+        for key in ("cells_per_stage", "target_channels", "target_cells_per_stage", "benchmark_classes"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key 'space.settings.{key}': must be >= 1, got {getattr(self, key)}")
+
+
 class NB201Space(SearchSpace):
     name = "nb201"
     node_vocab = NODE_VOCAB
+    cell_ops = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    Settings = NB201Settings
+    tiny = {"settings": {"target_channels": 4, "target_cells_per_stage": 1}, "image_size": 16}
 
-    def __init__(self, cells_per_stage: int = 5, prune: bool = True, num_classes: int = 10):
-        self.cells_per_stage = cells_per_stage  # N of the encoded benchmark network
-        self.prune = prune
-        self.num_classes = num_classes          # of the benchmark network, for cost()
+    @property
+    def cells_per_stage(self) -> int:
+        return self.settings.cells_per_stage  # N of the encoded benchmark network
+
+    @property
+    def prune(self) -> bool:
+        return self.settings.prune
 
     # -- strings ---------------------------------------------------------------------------------
     def parse(self, text: str) -> Arch:
@@ -186,6 +216,10 @@ class NB201Space(SearchSpace):
         n = self.cells_per_stage
         return [cell] * n + [REDUCTION_GRAPH] + [cell] * n + [REDUCTION_GRAPH] + [cell] * n
 
+    def extra_features(self, arch: Arch) -> dict[str, float]:
+        """The op on each edge, one-hot (GRAF's op-on-position), dead edges included."""
+        return {f"edge{dst}<-{src}={op}": float(arch[e] == op) for e, (dst, src) in enumerate(EDGES) for op in OPS}
+
     def slot_of(self, stage: int, cell: int) -> int:
         """Index in the global sequence of encoded cell `cell` of `stage`."""
         return stage * (self.cells_per_stage + 1) + cell
@@ -209,26 +243,36 @@ class NB201Space(SearchSpace):
                     if k:
                         params += C * C * k * k + 2 * C
                         flops += C * C * k * k * hw
-        params += 2 * C + C * self.num_classes + self.num_classes
-        flops += C * self.num_classes
+        classes = self.settings.benchmark_classes
+        params += 2 * C + C * classes + classes
+        flops += C * classes
         return {"params": params / 1e6, "flops": flops / 1e6}
 
     # -- target network --------------------------------------------------------------------------
-    def hyper_heads(self, channels: int) -> dict[str, tuple[int, ...]]:
-        cmax = 4 * channels
+    def hyper_heads(self) -> dict[str, tuple[int, ...]]:
+        cmax = 4 * self.settings.target_channels
         return {"conv3x3": (cmax, cmax, 3, 3), "conv1x1": (cmax, cmax, 1, 1)}
 
-    def build_target(self, arch: Arch, channels: int, cells_per_stage: int, num_classes: int,
-                     device: Any = None) -> TargetNet:
+    def build_target(self, arch: Arch, num_classes: int, device: Any = None) -> TargetNet:
         from pipeline.spaces.nb201_target import NB201TargetNet
-        return NB201TargetNet(arch, channels, cells_per_stage, num_classes, self, device=device)
+        return NB201TargetNet(arch, self.settings.target_channels, self.settings.target_cells_per_stage,
+                              num_classes, self, device=device)
 
-    def build_shared(self, channels: int, num_classes: int) -> nn.Module:
+    def build_shared(self, num_classes: int) -> nn.Module:
         from pipeline.spaces.nb201_target import NB201Shared
-        return NB201Shared(channels, num_classes)
+        return NB201Shared(self.settings.target_channels, num_classes)
 
-    def run_targets(self, archs: list[Arch], params: list[dict[str, torch.Tensor]], images: torch.Tensor,
-                    cells_per_stage: int) -> torch.Tensor:
-        """Logits (K, n, classes) of K target networks at once (see nb201_target.run_batched)."""
+    def run_targets(self, targets: Sequence[TargetNet], archs: Sequence[Arch],
+                    params: Sequence[dict[str, torch.Tensor]], images: torch.Tensor) -> torch.Tensor:
+        """Logits (K, n, classes); with `batched_targets` as one grouped network (nb201_target.run_batched)."""
+        if not self.settings.batched_targets:
+            return super().run_targets(targets, archs, params, images)
         from pipeline.spaces.nb201_target import run_batched
-        return run_batched(archs, params, images, cells_per_stage)
+        return run_batched(list(archs), list(params), images, self.settings.target_cells_per_stage)
+
+    # -- benchmark network (zero-cost proxies) ---------------------------------------------------
+    def build_benchmark_net(self, arch: Arch, num_classes: int) -> nn.Module:
+        """The NAS-Bench-201 network itself (C=16, `cells_per_stage` cells per stage), PyTorch's default
+        random init, in training mode (pipeline/spaces/nb201_benchmark.py); its parameter count is cost()'s."""
+        from pipeline.spaces.nb201_benchmark import NB201BenchmarkNet
+        return NB201BenchmarkNet(arch, num_classes, channels=16, cells_per_stage=self.cells_per_stage)

@@ -99,3 +99,23 @@ def test_split_train_exclude_and_errors() -> None:
         split_train(15625, 7813, seed=0, exclude=excluded)
     with pytest.raises(DataError, match="excluded row indices"):
         split_train(10, 2, seed=0, exclude=[10])
+
+
+def test_reader_and_writers_share_the_schema(tmp_path: Path) -> None:
+    from data_prep.tables import schema, write_table
+    from data_prep.tables.build import finish_table
+    from data_prep.tables.parts import ArchCache
+    from pipeline.data import tables as reader
+    from pipeline.spaces import get_space
+
+    assert (reader.META_KEY, reader.FORMAT_VERSION) == (schema.META_KEY, schema.FORMAT_VERSION)
+    cache = ArchCache(get_space("nb201"))
+    order = [cache.canon(ARCH0)]
+    t = finish_table(cache, order, np.array([7]), {"acc": pa.array([50.0])}, "test", ["acc"], [])
+    f = write_table(t, tmp_path / "t.parquet")
+    loaded = load_table(f)
+    assert loaded.meta["format_version"] == schema.FORMAT_VERSION and loaded.label_columns == ["acc"]
+    newer = t.replace_schema_metadata(schema.encode_meta({**loaded.meta, "format_version": schema.FORMAT_VERSION + 1}))
+    pq.write_table(newer, f)
+    with pytest.raises(DataError, match="is newer than this reader"):
+        load_table(f)

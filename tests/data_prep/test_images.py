@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from data_prep import images as prep
+from data_prep.images import writer
+from data_prep.images.plan import sample_order
 from pipeline.data.images import load_split, read_manifest
 from pipeline.errors import DataError
 
@@ -69,11 +71,13 @@ def test_npz_round_trip(small_npz, tmp_path):
         assert m["splits"][split]["count"] == len(x) == len(arrays[f"x_{split}"])
         assert np.array_equal(x.permute(0, 2, 3, 1).numpy(), arrays[f"x_{split}"])  # byte-identical, same order
         assert np.array_equal(y.numpy(), arrays[f"y_{split}"].astype(np.int64))
-    # keys without dots, `.png` + `.cls` fields, in index order
+    # keys without dots (the source index), `.cls` + `.png` fields, shards filled in the seeded order
     with tarfile.open(out / "cifar10-train-000001.tar") as tar:
         names = tar.getnames()
-    assert names[:2] == ["train_0000075.cls", "train_0000075.png"]
-    assert not (out.parent / "shards.tmp").exists() and not list(tmp_path.glob(".shards.*"))
+    first = int(sample_order(300, "train", 0)[75])
+    assert names[:2] == [f"train_{first:07d}.cls", f"train_{first:07d}.png"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert not (out / ".cifar10.staging").exists()  # removed once installed
 
 
 def test_real_npz_test_split(shared_data, tmp_path):
@@ -210,43 +214,50 @@ def test_shards_are_reproducible(small_npz, tmp_path):
     assert a["splits"] == b["splits"]  # same sha256: fixed tar mtimes, deterministic PNG encoding
 
 
+def _visible(out: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in out.iterdir() if f.is_file() and not f.name.startswith(".")}
+
+
 def test_failure_mid_write_leaves_nothing(small_npz, tmp_path, monkeypatch):
     path, _ = small_npz
     out = tmp_path / "shards"
-    real_write = prep._write_shard
+    real_write = writer.write_shard
     calls = []
 
-    def failing(*args, **kwargs):
-        calls.append(args[0])
+    def failing(task):
+        calls.append(task.name)
         if len(calls) > 1:
             raise RuntimeError("disk full")
-        return real_write(*args, **kwargs)
+        return real_write(task)
 
-    monkeypatch.setattr(prep, "_write_shard", failing)
+    monkeypatch.setattr(writer, "write_shard", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         prep.prepare_images(path, out)
-    assert not _shards(out) and not list(out.glob("*manifest.json"))
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # temp dir cleaned up
+    assert not _shards(out) and not list(out.glob("*manifest.json"))  # nothing a reader could pick up
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # the shard finished before the crash waits, complete, in the staging folder; nothing half-written
+    staged = out / ".cifar10.staging"
+    assert sorted(p.name for p in staged.glob("*.tar")) == [calls[0]] and not list(staged.glob(".*"))
 
 
 def test_failure_mid_write_keeps_previous_state(small_npz, tmp_path, monkeypatch):
     path, arrays = small_npz
     out = tmp_path / "shards"
     prep.prepare_images(path, out)
-    before = {f.name: f.read_bytes() for f in out.iterdir()}
-    real_write = prep._write_shard
+    before = _visible(out)
+    real_write = writer.write_shard
     calls = []
 
-    def failing(*args, **kwargs):
+    def failing(task):
         calls.append(1)
         if len(calls) > 1:
             raise KeyboardInterrupt  # even an interrupt must not leave half a state
-        return real_write(*args, **kwargs)
+        return real_write(task)
 
-    monkeypatch.setattr(prep, "_write_shard", failing)
+    monkeypatch.setattr(writer, "write_shard", failing)
     with pytest.raises(KeyboardInterrupt):
         prep.prepare_images(path, out, shard_size=40)
-    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert _visible(out) == before
     x, _ = load_split(out, "test")
     assert np.array_equal(x.permute(0, 2, 3, 1).numpy(), arrays["x_test"])
 

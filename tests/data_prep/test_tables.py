@@ -382,3 +382,37 @@ def test_cli_generic_and_errors(tmp_path: Path, some_archs: list[str], capsys: p
     out3 = tmp_path / "nb.parquet"
     assert T.main(["nb201", "--benchmark-dir", str(tmp_path / "nope"), "--out", str(out3)]) == 2
     assert "does not exist" in capsys.readouterr().err and not out3.exists()
+
+
+# --------------------------------------------------------------------------- registry, default tables
+
+
+def test_formats_registry_and_default_tables() -> None:
+    assert T.FORMATS.names() == ["generic", "naslib", "nats_bench", "nb101_tfrecord", "nb101_vis", "nb201"]
+    for space, default in T.DEFAULT_TABLES.items():
+        assert default.format in T.FORMATS, space
+    assert {s: d.format for s, d in T.DEFAULT_TABLES.items()} == {"nb201": "nb201", "nb101": "nb101_vis",
+                                                                  "darts": "naslib"}
+
+
+def test_prepare_unknown_space(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(DataError, match="no default benchmark table for space 'mobilenet' \\(known: nb201, nb101, "
+                                        "darts\\); use `python -m data_prep.tables generic --space mobilenet"):
+        T.prepare_table("mobilenet", tmp_path, tmp_path / "t.parquet")
+    assert T.main(["prepare", "--space", "darts", "--benchmark-dir", str(tmp_path), "--out",
+                   str(tmp_path / "t.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'naslib_zc_nasbench301_725.json'}: benchmark file does not exist" in err
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_prepare_cli_nb201(small_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "nb201.parquet"
+    argv = ["prepare", "--space", "nb201", "--benchmark-dir", str(small_dir), "--out", str(out)]
+    assert T.main(argv) == 0 and capsys.readouterr().out.startswith(f"wrote {out}: 15625 rows")
+    assert T.main(argv) == 0 and capsys.readouterr().out.startswith(f"up to date, skipped {out}")
+    # a table of the same sources by another builder is not "up to date" for this one
+    other = T.build_generic_table([small_dir / T.NB201_12EP], "nb201", label_columns=["cifar10_test_12ep"])
+    T.write_table(other, out)
+    assert T.prepare("nb201", small_dir, out) == (out, False)
+    assert T.read_meta(out)["builder"] == "nb201"

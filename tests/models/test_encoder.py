@@ -64,3 +64,23 @@ def test_each_cell_sees_the_previous_one_for_sum_and_concat():
         assert (z[0, 5] - z[1, 5]).abs().max() > 1e-7
         # within one arch the 5 copies of the cell get different embeddings (position via z(i-1))
         assert (z[0, 0] - z[0, 1]).abs().max() > 1e-7
+
+
+def test_padding_cells_carry_the_context_and_stay_out_of_the_mean():
+    a = CellGraph((0, 3, 1), ((0, 1), (1, 2)))
+    b = CellGraph((0, 4, 4, 1), ((0, 1), (1, 2), (2, 3)))
+    types, adj = collate_graphs([a, b])
+    pad_t = torch.full((1, types.shape[1]), -1, dtype=types.dtype)
+    pad_a = torch.zeros(1, *adj.shape[1:])
+    # sequence [a, b] alone, and [a, b, pad, pad] batched beside a longer [a, b, a, b]
+    short = GraphBatch(types[None], adj[None])
+    long_t = torch.stack([torch.cat([types, pad_t, pad_t]), torch.cat([types, types])])
+    long_a = torch.stack([torch.cat([adj, pad_a, pad_a]), torch.cat([adj, adj])])
+    batch = GraphBatch(long_t, long_a)
+    assert batch.cell_mask.tolist() == [[True, True, False, False], [True, True, True, True]]
+    enc = _encoder()
+    h1, _, z1 = enc(short)
+    h2, _, z2 = enc(batch)
+    assert torch.allclose(h1[0], h2[0], atol=1e-6)          # padding left out of the mean
+    assert torch.allclose(z1[0], z2[0, :2], atol=1e-6)
+    assert not torch.allclose(h2[0], h2[1], atol=1e-4)      # the longer sequence differs

@@ -16,10 +16,9 @@ ARCH = "|nor_conv_1x1~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_con
 
 def _model(C=4, cells=2):
     cfg = load_config(None, ["model.encoder.hidden=12", "model.encoder.layers=2", "model.hyper.hidden=10",
-                             "model.hyper.layers=2", f"model.hyper.target_channels={C}",
-                             f"model.hyper.target_cells_per_stage={cells}", "model.encoder.dropout=0"])
+                             "model.hyper.layers=2", "model.encoder.dropout=0"])
     torch.manual_seed(0)
-    space = get_space("nb201")
+    space = get_space("nb201", target_channels=C, target_cells_per_stage=cells)
     return HyperNASModel(cfg.model, space, num_classes=10), space
 
 
@@ -42,7 +41,7 @@ def _generated_params(C: int, cells: int):
 
 def test_generated_shapes_match_every_op_and_stage():
     model, space, arch, params = _generated_params(C=4, cells=2)
-    plain = space.build_target(arch, 4, 2, 10)
+    plain = space.build_target(arch, 10)
     shapes = {n: tuple(p.shape) for n, p in plain.named_parameters()}
     assert set(params) == set(shapes)
     for name, w in params.items():
@@ -59,7 +58,7 @@ def test_functional_call_equals_a_plain_module_holding_the_same_weights():
     model, space, arch, params = _generated_params(C=4, cells=2)
     images = torch.randn(6, 3, 16, 16)
     out_functional = model.run_target(arch, params, images)
-    plain = space.build_target(arch, 4, 2, 10)
+    plain = space.build_target(arch, 10)
     plain.load_state_dict({k: v.detach() for k, v in params.items()}, strict=True)
     out_plain = plain(images)
     assert torch.allclose(out_functional, out_plain, atol=1e-5)
@@ -87,7 +86,8 @@ def test_batched_target_networks_equal_one_functional_call_each():
     _, nodes = model.encode(graphs.select(torch.arange(len(archs))))
     params = model.target_params(archs, nodes)
     images = torch.randn(len(archs), 5, 3, 16, 16)
-    batched = space.run_targets(archs, params, images, cells_per_stage=2)
+    batched_space = get_space("nb201", target_channels=4, target_cells_per_stage=2, batched_targets=True)
+    batched = batched_space.run_targets([model.template(a) for a in archs], archs, params, images)
     for k, arch in enumerate(archs):
         single = model.run_target(arch, params[k], images[k])
         assert torch.allclose(batched[k], single, atol=1e-5), texts[k]
@@ -106,12 +106,40 @@ def test_generated_weight_is_the_slice_of_the_full_head_output():
     arch = space.parse(ARCH)
     graphs = build_graph_table(space, [arch])
     _, nodes = model.encode(graphs.select(torch.tensor([0])))
-    template = space.build_target(arch, 4, 1, 10)
+    template = space.build_target(arch, 10)
     params = model.hypernet.generate(nodes, [template.param_slots])[0]
     hn = model.hypernet
     for slot in template.param_slots:
         emb = nodes[0, slot.graph, slot.node]
         full = hn.heads[slot.kind](hn.trunk(emb)).view(hn.head_shapes[slot.kind])
         fan_in = slot.shape[1] * slot.shape[2] * slot.shape[3]
-        expected = HyperNetwork.slice_to(full, slot.shape) / fan_in ** 0.5
+        expected = HyperNetwork.slice_to(full, slot.shape) * (2.0 / fan_in) ** 0.5  # Kaiming gain
         assert torch.allclose(params[slot.name], expected, atol=1e-6), slot.name
+
+
+def test_generated_weights_start_at_kaiming_scale_and_depend_on_the_architecture():
+    model, space = _model(C=8, cells=1)
+    archs = [space.parse(ARCH),
+             space.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_1x1~2|")]
+    graphs = build_graph_table(space, archs)
+    _, nodes = model.encode(graphs.select(torch.tensor([0, 1])))
+    templates = [space.build_target(a, 10) for a in archs]
+    params = model.hypernet.generate(nodes, [t.param_slots for t in templates])
+    for slot in templates[0].param_slots:
+        kaiming = (2.0 / (slot.shape[1] * slot.shape[2] * slot.shape[3])) ** 0.5
+        std = float(params[0][slot.name].std())
+        assert kaiming / 2 <= std <= 2 * kaiming, (slot.name, std, kaiming)
+    # edge 2<-0 holds a 3x3 conv in both architectures; its weights differ with the rest of the cell
+    name = "stages.0.0.convs.1.weight"
+    diff = (params[0][name] - params[1][name]).abs().mean() / params[0][name].abs().mean()
+    assert diff > 0.02, float(diff)  # the earlier bias-dominated heads gave 0.006 here (and 1/7 of Kaiming std)
+
+
+def test_encoder_grad_scales_only_the_hyper_gradient_into_the_gcn():
+    from pipeline.objective import scale_grad
+    x = torch.randn(3, requires_grad=True)
+    (scale_grad(x, 0.25) * 2).sum().backward()
+    assert torch.allclose(x.grad, torch.full((3,), 0.5))
+    y = torch.randn(3, requires_grad=True)
+    out = scale_grad(y, 0.0)
+    assert not out.requires_grad and torch.equal(out, y)

@@ -13,7 +13,7 @@ from pipeline.config import Config, to_dict
 from pipeline.errors import ConfigError
 
 # Keys that may differ between a checkpoint's run and the resuming one (they do not change the math).
-_RESUMABLE_SECTIONS = ("run", "eval", "dist")
+_RESUMABLE_SECTIONS = ("run", "eval", "dist", "search")
 _RESUMABLE_TRAIN_KEYS = ("threads", "device")
 _RESUMABLE_DATA_KEYS = ("aux_workers", "aux_shuffle_buffer", "prepare_workers")  # stream order / speed only
 

@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError
 from pipeline.settings import build as _build
 from pipeline.settings import as_dict, help_rows
 from pipeline.settings import setting as _f
+from pipeline.search.config import SearchConfig  # imports only pipeline.settings
 
 
 @dataclass
@@ -203,6 +204,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Run directory and logging."})
     dist: DistConfig = field(default_factory=DistConfig, metadata={"help": "Multi-process training (DDP, DeepSpeed)."})
+    search: SearchConfig = field(default_factory=SearchConfig,
+                                 metadata={"help": "Search under a query budget (python -m pipeline.search)."})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -161,6 +161,11 @@ def score_and_write(cfg: Any, data: Any, pred: np.ndarray, run: Any, split: Any,
     """Metrics of `pred` (accuracy units, one per table row) for the run's split; writes predictions,
     scatter plot; returns the summary fields (cross-validation: the held-out fold only)."""
     if len(split.holdout):
+        # the held-out training cells only, with their training label (what an ensemble's CV needs)
+        ho = split.holdout
+        write_predictions(run.file("cv_predictions.parquet"), [data.arch_strs[i] for i in ho], data.index[ho],
+                          pred[ho], {cfg.data.train_label: data.labels[cfg.data.train_label][ho]},
+                          np.zeros(len(ho), dtype=bool))
         return {**cv_report(pred, data.labels[cfg.data.train_label], split.holdout), "score_time_s": score_time,
                 "train_label": cfg.data.train_label, "cv_fold": cfg.data.cv_fold, "cv_folds": cfg.data.cv_folds}
     in_train = np.zeros(len(data.archs), dtype=bool)

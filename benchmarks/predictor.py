@@ -57,7 +57,17 @@ def load_suite(path: Path) -> dict[str, Any]:
     for name, overrides in suite["methods"].items():
         if not isinstance(overrides, dict):
             raise SystemExit(f"error: suite {str(path)!r}: method {name!r} must map config keys to values")
+        members = overrides.get("blend")
+        if members is not None and (len(overrides) != 1 or not isinstance(members, list) or len(members) < 2
+                                    or any(m not in suite["methods"] or "blend" in suite["methods"][m]
+                                           for m in members)):
+            raise SystemExit(f"error: suite {str(path)!r}: method {name!r}: `blend` must be the only key and list "
+                             f">= 2 trained methods of the suite")
     return suite
+
+
+def is_blend(suite: dict, method: str) -> bool:
+    return "blend" in suite["methods"][method]
 
 
 def _overrides(d: dict[str, Any]) -> list[str]:
@@ -82,6 +92,29 @@ def reusable(run_dir: Path, resolved_config: str, current: dict[str, Any]) -> st
             and env.get("pipeline_tree") == current["pipeline_tree"] and not env.get("git_dirty_pipeline")):
         return env.get("git_commit", "?")
     return None
+
+
+def run_blend(suite: dict, method: str, size: int, seed: int, out: Path) -> dict[str, Any]:
+    """An ensemble of the suite's member runs at (size, seed): z-scored predictions averaged (pipeline.ensemble)."""
+    from pipeline.ensemble import ensemble_runs
+
+    members = suite["methods"][method]["blend"]
+    record: dict[str, Any] = {"method": method, "num_train": size, "seed": seed, "members": members}
+    try:
+        s = ensemble_runs([out / "runs" / f"{m}-n{size}-s{seed}" for m in members],
+                          out / "runs" / f"{method}-n{size}-s{seed}")
+    except Exception as e:  # a member failed: reported like a failed run
+        return {**record, "error": f"{type(e).__name__}: {e}"}
+    commits = []
+    for m in members:
+        env = json.loads((out / "runs" / f"{m}-n{size}-s{seed}" / "env.json").read_text())
+        commits.append(env.get("git_commit"))
+    record.update(commit=commits[0], reused=False)
+    for key in ("kendall_tau", "spearman", "kendall_tau_unique", "top1_true", "top1_regret", "top10_overlap",
+                "top50_overlap", "top10_overlap_unique", "top50_overlap_unique", "top1_regret_unique"):
+        if key in s:
+            record[key] = s[key]
+    return record
 
 
 def run_one(suite: dict, method: str, size: int, seed: int, out: Path, extra: list[str],
@@ -217,9 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] pipeline/ has uncommitted edits: no run can be reused, and these runs cannot be reused "
               "later", flush=True)
     # every method at a (seed, size) before the next seed, small sizes first: partial results fill whole rows
-    jobs = [(m, n, s) for s in seeds for n in sizes for m in methods]
+    trained = [m for m in methods if not is_blend(suite, m)]
+    missing = sorted({b for m in methods if is_blend(suite, m) for b in suite["methods"][m]["blend"]} - set(trained))
+    if missing:
+        print(f"error: blends need their members in --methods too: {missing}", file=sys.stderr)
+        return 2
+    jobs = [(m, n, s) for s in seeds for n in sizes for m in trained]
     with ThreadPoolExecutor(args.jobs) as pool:
         records = list(pool.map(lambda j: run_one(suite, *j, out, args.overrides, current), jobs))
+    records += [run_blend(suite, m, n, s, out) for s in seeds for n in sizes for m in methods if is_blend(suite, m)]
     errors = [r for r in records if "error" in r]
     for r in errors:
         print(f"[bench] FAILED {r['method']} n={r['num_train']} seed={r['seed']}:\n{r['error']}", file=sys.stderr)
@@ -234,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"# Predictor benchmark: {suite.get('title', suite_path.stem)}", "", f"`{cmd}`", "",
               suite.get("description", "").strip(), "",
               f"Base config `{Path(suite['config']).relative_to(REPO_ROOT)}`; methods (overrides): "
-              + "; ".join(f"**{m}** `{' '.join(_overrides(suite['methods'][m])) or '(base)'}`" for m in methods) + ".",
+              + "; ".join(f"**{m}** " + (f"ensemble of {' + '.join(suite['methods'][m]['blend'])}" if is_blend(suite, m)
+                          else f"`{' '.join(_overrides(suite['methods'][m])) or '(base)'}`") for m in methods) + ".",
               "", f"Cells: mean ± std over seeds (number of seeds). Runs made by commit(s) {', '.join(c[:10] for c in commits)}"
               + (f"; {len(reused)} of {len(records)} runs reused from an earlier invocation with the same package "
                  f"code and config." if reused else "; every run trained by this invocation."), ""]

@@ -111,8 +111,10 @@ class HyperConfig:
 class ModelConfig:
     variant: str = _f("hypernas", "Predictor variant: np, hypernas_p, hypernas_h, hypernas (METHOD.md §6), or a "
                                   "baseline of pipeline.baselines (rf, params).")
-    features: list = _f([], "Feature sets (pipeline.features: graf) fed to the regressor beside the GCN "
-                            "embedding, standardised with the training cells' statistics; [] = none.")
+    features: list = _f(["graf"], "Feature sets (pipeline.features: graf, cost, zc) fed to the regressor beside "
+                                  "the GCN embedding, standardised with the training cells' statistics; [] = the "
+                                  "paper's predictor (GCN embedding only). Default chosen by cross-validation "
+                                  "inside the budget (README: what each change bought).")
     baseline: dict = _f({}, "Settings of a baseline variant (e.g. {n_estimators: 500, features: [graf]}).")
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"help": "GCN encoder."})
     regressor: RegressorConfig = field(default_factory=RegressorConfig, metadata={"help": "Regressor."})
@@ -134,10 +136,13 @@ class LossConfig:
                               "ranks change nothing); `arch` = every architecture's own loss (ablation).")
     anchor_momentum: float = _f(0.0, "Smoothing of the previous-update task means the weighting reads "
                                      "(0 = the last update's).")
-    mse_weight: float = _f(1.0, "Weight of the squared error in L_pred (standardised accuracy).")
-    rank_weight: float = _f(0.0, "Weight of a pairwise ranking term in L_pred: for each architecture, the "
+    mse_weight: float = _f(0.0, "Weight of the squared error in L_pred (standardised accuracy; the paper's L_pred "
+                                "is mse_weight=1, rank_weight=0).")
+    rank_weight: float = _f(1.0, "Weight of a pairwise ranking term in L_pred: for each architecture, the "
                                  "mean logistic loss log(1+exp(-s_ij (p_i - p_j))) over the other architectures "
-                                 "of its update, s_ij = sign(y_i - y_j).")
+                                 "of its update, s_ij = sign(y_i - y_j). With mse_weight=0 predictions are "
+                                 "ranking scores in label units, not calibrated accuracies. Default chosen by "
+                                 "cross-validation inside the budget.")
     fixed_weights: dict = _f({}, "Per-task weights for `fixed` (e.g. {pred: 1.0, hyper: 0.1}).")
 
 

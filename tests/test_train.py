@@ -48,11 +48,44 @@ def test_micro_batching_changes_speed_not_the_result(tiny_overrides):
     # dropout on, the ranking term (which compares the archs of an update) on, features on: still exact
     common = ["train.epochs=2", "train.accumulate=4", "data.num_train=16", "loss.rank_weight=1.0",
               "model.features=[graf]", "model.encoder.dropout=0.2", "data.val_archs=0"]
-    preds = []
+    preds, taus = [], []
     for micro in (1, 2, 4):
         s = train(_cfg(tiny_overrides, *common, f"train.micro_batch={micro}", f"run.name=mb{micro}"))
         preds.append(pq.read_table(Path(s["run_dir"]) / "predictions.parquet").column("prediction").to_numpy())
-    assert np.abs(preds[0] - preds[1]).max() < 1e-4 and np.abs(preds[0] - preds[2]).max() < 1e-4
+        taus.append(s["kendall_tau"])
+    # equal up to float rounding (kernels differ with the batch shape, and 2 epochs amplify it: ~0.01
+    # accuracy points); grouping-dependent dropout or aux batches gave whole points and tau changes of ~0.04
+    assert np.abs(preds[0] - preds[1]).max() < 0.05 and np.abs(preds[0] - preds[2]).max() < 0.05
+    assert max(taus) - min(taus) < 5e-3, taus
+
+
+def test_one_update_has_the_same_gradient_however_it_is_micro_batched(tiny_overrides):
+    from pipeline import distributed
+    from pipeline import train as T
+    from pipeline.spaces import space_from_config
+
+    def grads(micro):
+        cfg = _cfg(tiny_overrides, f"train.micro_batch={micro}", "train.accumulate=4", "data.num_train=16",
+                   "model.encoder.dropout=0.2", "model.hyper.unlabelled=1")
+        T.setup_runtime(cfg)
+        space = space_from_config(cfg.space)
+        data = T.load_training_data(cfg, space)
+        train_idx = T.split_archs(cfg, len(data.archs)).train
+        feats = torch.tensor(data.features.values, dtype=torch.float32)
+        y = data.labels[cfg.data.train_label]
+        targets = torch.tensor((y - y[train_idx].mean()) / y[train_idx].std(), dtype=torch.float32)
+        obj = T.build_objective(cfg, space, data.num_classes, feats.shape[1])
+        obj.model.set_feature_stats(feats[torch.as_tensor(train_idx)])
+        opt, _ = T.build_optimizer(cfg, obj)
+        rt = distributed.Runtime()
+        rt.wrap(obj, opt)
+        rt.step = lambda: None  # keep the gradient, skip the optimizer step
+        T.run_update(cfg, rt, obj, data, T.UpdateBatch(train_idx[:4], 0), targets, feats)
+        return {n: p.grad.clone() for n, p in obj.named_parameters() if p.grad is not None}
+
+    a, b = grads(1), grads(4)
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
 
 
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_overrides, tmp_path):

@@ -155,8 +155,9 @@ class TrainConfig:
     lr_gamma: float = _f(0.5, "LR decay factor at each milestone.")
     accumulate: int = _f(10, "Architectures per optimizer update (the paper accumulates 10 single-arch steps).")
     micro_batch: int = _f(0, "Architectures per forward pass on each rank (0 = accumulate / world size). Each "
-                             "architecture keeps its own loss and image batch, so this changes speed, not "
-                             "the gradient.")
+                             "architecture keeps its own loss, image batch and dropout stream, and the task "
+                             "weighting is linear in them, so this changes speed, not the gradient (up to float "
+                             "rounding; tests/test_train.py checks one update to 1e-5).")
     seed: int = _f(0, "Seed of the training subset, initialisation, data order and augmentation.")
     member: int = _f(0, "Ensemble member: another initialisation, data order and augmentation on the SAME training "
                         "subset (0 = train.seed's own; the split only depends on train.seed).")

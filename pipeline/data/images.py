@@ -35,21 +35,29 @@ _IMAGE_FIELDS = ("png", "jpg", "jpeg")
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode(sample: dict[str, Any], image_size: int | None = None) -> tuple[str, torch.Tensor, int]:
-    """(key, uint8 CHW image, label) from a raw webdataset sample; DataError naming the shard."""
+def decode_sample(sample: dict[str, Any], convert: Callable[[Image.Image], Any]) -> tuple[str, Any, int]:
+    """(key, convert(RGB image), label) of a raw webdataset sample; DataError naming the shard and sample."""
     shard, key = Path(str(sample.get("__url__", "?"))).name, sample.get("__key__", "?")
     data = next((sample[f] for f in _IMAGE_FIELDS if f in sample), None)
     if data is None or "cls" not in sample:
         raise DataError(f"{shard}: sample '{key}' lacks an image (.png/.jpg) or .cls field (has {sorted(sample)})")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
-            if image_size is not None:
-                img = _resize_center_crop(img, image_size)
-            arr = np.array(img, dtype=np.uint8)  # copy: writable, owned by torch afterwards
+            out = convert(img.convert("RGB"))
         label = int(sample["cls"])
     except Exception as e:  # noqa: BLE001 - any decode failure is a corrupt sample
         raise DataError(f"{shard}: sample '{key}' cannot be decoded ({type(e).__name__}: {e})") from e
+    return key, out, label
+
+
+def _decode(sample: dict[str, Any], image_size: int | None = None) -> tuple[str, torch.Tensor, int]:
+    """(key, uint8 CHW image, label) from a raw webdataset sample; DataError naming the shard."""
+    def to_array(img: Image.Image) -> np.ndarray:
+        if image_size is not None:
+            img = _resize_center_crop(img, image_size)
+        return np.array(img, dtype=np.uint8)  # copy: writable, owned by torch afterwards
+
+    key, arr, label = decode_sample(sample, to_array)
     return key, torch.from_numpy(arr).permute(2, 0, 1).contiguous(), label
 
 

@@ -30,7 +30,6 @@ ran. tests/test_cluster_multinode.py reads it to check that ranks on two SLURM n
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import json
 import os
@@ -40,10 +39,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import IterableDataset
 
-from pipeline.data.images import _IMAGE_FIELDS, _check_counts, _mix, _shard_error
+from pipeline.data.images import _check_counts, _mix, _shard_error, decode_sample
 from pipeline.data.manifest import read_manifest, split_info
 from pipeline.errors import ConfigError, DataError
 
@@ -92,16 +90,7 @@ def build_transform(image_size: int, augment: bool, mean=IMAGENET_MEAN, std=IMAG
 
 
 def _decode_transform(sample: dict[str, Any], transform: Callable) -> tuple[torch.Tensor, int, str, int]:
-    shard, key = Path(str(sample.get("__url__", "?"))).name, sample.get("__key__", "?")
-    data = next((sample[f] for f in _IMAGE_FIELDS if f in sample), None)
-    if data is None or "cls" not in sample:
-        raise DataError(f"{shard}: sample '{key}' lacks an image (.png/.jpg) or .cls field (has {sorted(sample)})")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            x = transform(img.convert("RGB"))
-        label = int(sample["cls"])
-    except Exception as e:  # noqa: BLE001 - any decode failure is a corrupt sample
-        raise DataError(f"{shard}: sample '{key}' cannot be decoded ({type(e).__name__}: {e})") from e
+    key, x, label = decode_sample(sample, transform)
     return x, label, key, sample["__epoch__"]
 
 

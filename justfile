@@ -57,7 +57,7 @@ prepare benchmark_dir="../shared/data/nasbench201" images="../shared/data/cifar1
     {{python}} -m data_prep.tables nb201 --benchmark-dir {{benchmark_dir}} --out prepared/tables/nb201.parquet
     {{python}} -m data_prep.images --source {{images}} --out prepared/shards/cifar10 --dataset cifar10
 
-# Kendall tau (mean ± std over seeds) of NP / HyperNAS-P / HyperNAS at several training sizes, same splits
+# Predictor quality of a suite (default configs/bench/predictor.yaml; also nb101, darts, ablation, features): tau, top-k, same splits
 bench-predictor *ARGS: setup
     {{python}} -m benchmarks.predictor {{ARGS}}
 
@@ -104,3 +104,7 @@ bench-vit *ARGS: setup
 # Search under a query budget (NB201, 156 queries, 5 seeds): the config's predictor vs random search, regularized evolution and rf -> results/bench_search/
 bench-search *ARGS: setup
     {{python}} -m benchmarks.search {{ARGS}}
+
+# Auxiliary-task signal by target fidelity: HyperNAS-H generated networks ranking NB201 cells -> results/bench_aux_signal/
+bench-aux-signal *ARGS: setup
+    {{python}} -m benchmarks.aux_signal {{ARGS}}

@@ -70,8 +70,17 @@ def is_blend(suite: dict, method: str) -> bool:
     return "blend" in suite["methods"][method]
 
 
+# method keys that restrict where a method runs (e.g. an expensive variant at the smallest size only)
+LIMIT_KEYS = ("only_sizes", "only_seeds")
+
+
 def _overrides(d: dict[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in d.items()]
+    return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in d.items() if k not in LIMIT_KEYS]
+
+
+def runs_at(suite: dict, method: str, size: int, seed: int) -> bool:
+    spec = suite["methods"][method]
+    return size in spec.get("only_sizes", [size]) and seed in spec.get("only_seeds", [seed])
 
 
 def run_args(suite: dict, method: str, size: int, seed: int, out: Path, extra: list[str]) -> list[str]:
@@ -118,12 +127,14 @@ def run_blend(suite: dict, method: str, size: int, seed: int, out: Path) -> dict
 
 
 def run_one(suite: dict, method: str, size: int, seed: int, out: Path, extra: list[str],
-            current: dict[str, Any]) -> dict[str, Any]:
+            current: dict[str, Any], finished_only: bool = False) -> dict[str, Any]:
     args = run_args(suite, method, size, seed, out, extra)
     run_dir = out / "runs" / f"{method}-n{size}-s{seed}"
     resolved = dump_yaml(load_config(suite["config"], args))
     record: dict[str, Any] = {"method": method, "num_train": size, "seed": seed}
     commit = reusable(run_dir, resolved, current)
+    if commit is None and finished_only:
+        return {**record, "not_run": True}
     if commit is None:
         if run_dir.exists():  # made by other code or another config: start over, never resume across code
             import shutil
@@ -231,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=None, help="comma-separated subset of the suite's methods")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default=None, help="output directory (default: the suite's)")
+    p.add_argument("--finished-only", action="store_true",
+                   help="summarize the runs already finished by today's code; train nothing (missing runs are listed)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = p.parse_args(argv)
     suite_path = Path(args.suite)
@@ -255,10 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: blends need their members in --methods too: {missing}", file=sys.stderr)
         return 2
-    jobs = [(m, n, s) for s in seeds for n in sizes for m in trained]
+    jobs = [(m, n, s) for s in seeds for n in sizes for m in trained if runs_at(suite, m, n, s)]
     with ThreadPoolExecutor(args.jobs) as pool:
-        records = list(pool.map(lambda j: run_one(suite, *j, out, args.overrides, current), jobs))
-    records += [run_blend(suite, m, n, s, out) for s in seeds for n in sizes for m in methods if is_blend(suite, m)]
+        records = list(pool.map(lambda j: run_one(suite, *j, out, args.overrides, current, args.finished_only), jobs))
+    not_run = [r for r in records if r.get("not_run")]
+    records = [r for r in records if not r.get("not_run")]
+    done = {(r["method"], r["num_train"], r["seed"]) for r in records if "error" not in r}
+    records += [run_blend(suite, m, n, s, out) for s in seeds for n in sizes for m in methods if is_blend(suite, m)
+                and all((b, n, s) in done for b in suite["methods"][m]["blend"])]
     errors = [r for r in records if "error" in r]
     for r in errors:
         print(f"[bench] FAILED {r['method']} n={r['num_train']} seed={r['seed']}:\n{r['error']}", file=sys.stderr)
@@ -268,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     table, md = summarize(records, methods, sizes, pairs)
     commits = sorted({r["commit"] for r in records if r.get("commit")})
     reused = [r for r in records if r.get("reused")]
-    cmd = " ".join(["python -m benchmarks.predictor", f"--suite {args.suite}", f"--sizes {','.join(map(str, sizes))}",
+    cmd = " ".join(["python -m benchmarks.predictor", f"--suite {args.suite}", *(["--finished-only"] if args.finished_only else []), f"--sizes {','.join(map(str, sizes))}",
                     f"--seeds {','.join(map(str, seeds))}", f"--methods {','.join(methods)}", *args.overrides])
     header = [f"# Predictor benchmark: {suite.get('title', suite_path.stem)}", "", f"`{cmd}`", "",
               suite.get("description", "").strip(), "",
@@ -280,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"code and config." if reused else "; every run trained by this invocation."), ""]
     if errors:
         header += [f"{len(errors)} runs FAILED (see stderr).", ""]
+    if not_run:
+        header += [f"Not run ({len(not_run)}, `--finished-only`): "
+                   + ", ".join(f"{r['method']} n={r['num_train']} seed={r['seed']}" for r in not_run) + ".", ""]
     text = "\n".join(header) + "\n" + md
     atomic_write_text(out / "summary.md", text)
     atomic_write_json(out / "summary.json", {"command": cmd, "sizes": sizes, "seeds": seeds, "methods": methods,

@@ -97,7 +97,9 @@ def time_space(space_name: str, updates: int, threads: int, n_score: int = 10_00
         from pipeline.features import compute_features
         feats = torch.tensor(compute_features(cfg.model.features, space, archs).values, dtype=torch.float32)
     t_graphs = time.perf_counter() - t0
-    model = T.build_objective(cfg, space, 10, 0 if feats is None else feats.shape[1]).model
+    from pipeline.data.manifest import read_manifest  # the aux images' classes, as the trainer reads them
+    classes = int(read_manifest(cfg.data.aux_shards, cfg.data.aux_dataset)["num_classes"])
+    model = T.build_objective(cfg, space, classes, 0 if feats is None else feats.shape[1]).model
     if feats is not None:
         model.set_feature_stats(feats)
     t0 = time.perf_counter()

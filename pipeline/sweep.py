@@ -291,12 +291,12 @@ def run_trial(params: dict[str, Any]) -> None:
     if marker.is_file():  # finished before the sweep was interrupted: report it, never recompute
         tune.report({**json.loads(marker.read_text()), "reused": True})
         return
+    # Every report carries the latest losses and val_tau: Tune checks the scheduler's metric in each one.
     last_val = {"val_tau": float("nan")}
 
     def on_epoch(record: dict[str, Any]) -> None:
-        if "val_tau" in record:
-            last_val["val_tau"] = record["val_tau"]
-        tune.report({**record, "val_tau": last_val["val_tau"]})  # ASHA needs the metric in every result
+        last_val.update({k: v for k, v in record.items() if k == "val_tau" or k.startswith("loss/")})
+        tune.report({**record, **last_val})
 
     t0 = time.time()
     try:
@@ -307,7 +307,7 @@ def run_trial(params: dict[str, Any]) -> None:
         raise
     result = {"kendall_tau": summary.get("kendall_tau", float("nan")),
               "spearman": summary.get("spearman", float("nan")), "cv_tau": summary.get("cv_tau", float("nan")),
-              "val_tau": last_val["val_tau"], "epoch": cfg.train.epochs,
+              **last_val, "epoch": cfg.train.epochs,
               "train_time_s": summary.get("train_time_s"), "total_time_s": summary.get("total_time_s"),
               "trial_time_s": time.time() - t0, "finished_at": time.time(), "node": socket.gethostname(),
               "run_dir": str(run_dir)}

@@ -157,7 +157,9 @@ def test_two_rank_deepspeed_listens_on_loopback_only(tiny_overrides, tmp_path):
     (["--rendezvous", "localhost:0", "--node-rank", "0", "torchrun", "--nnodes", "2", "pipeline/train.py"],
      "resolves to 127.0.0.1 (loopback) on this node, but other nodes must reach it"),
 ])
-def test_launcher_refuses_what_would_move_the_rendezvous(capsys, argv, fragment):
+def test_launcher_refuses_what_would_move_the_rendezvous(capsys, monkeypatch, argv, fragment):
+    # the test-only switch for simulated nodes must be off (set to anything but 1) for the real-cluster checks
+    monkeypatch.setenv("HYPERNAS_ALLOW_LOOPBACK_RENDEZVOUS", "0")
     assert launch.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and fragment in err, err

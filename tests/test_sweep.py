@@ -208,7 +208,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials_and_records_fai
             "--set", f"data.aux_shards={prepared['shards']}", "--set", "data.prepare=false"]
     sweep = tmp_path / "kill"
     driver = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", *args], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **_RAY_ENV})
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not list(sweep.glob(f"runs/*/{RESULT_MARKER}")):

@@ -41,7 +41,7 @@ VARIANTS.register("hypernas")(VariantSpec(scope="global", predict=True, hyper=Tr
 class HyperNASModel(nn.Module):
     """GCN encoder + (regressor) + (hypernetwork and the target parameters no node owns)."""
 
-    def __init__(self, model_cfg, space: SearchSpace, num_classes: int = 10, num_features: int = 0):
+    def __init__(self, model_cfg, space: SearchSpace, num_classes: int, num_features: int = 0):
         super().__init__()
         self.variant = VARIANTS.get(model_cfg.variant)
         self.space = space

@@ -262,13 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     if current.get("git_dirty_pipeline"):
         print("[bench] pipeline/ has uncommitted edits: no run can be reused, and these runs cannot be reused "
               "later", flush=True)
-    # every method at a (seed, size) before the next seed, small sizes first: partial results fill whole rows
+    # size-major: every method and seed at a size before the next size, so a benchmark stopped early (then
+    # summarized with --finished-only) has whole columns at the small sizes, where the comparisons matter most
     trained = [m for m in methods if not is_blend(suite, m)]
     missing = sorted({b for m in methods if is_blend(suite, m) for b in suite["methods"][m]["blend"]} - set(trained))
     if missing:
         print(f"error: blends need their members in --methods too: {missing}", file=sys.stderr)
         return 2
-    jobs = [(m, n, s) for s in seeds for n in sizes for m in trained if runs_at(suite, m, n, s)]
+    jobs = [(m, n, s) for n in sizes for s in seeds for m in trained if runs_at(suite, m, n, s)]
     with ThreadPoolExecutor(args.jobs) as pool:
         records = list(pool.map(lambda j: run_one(suite, *j, out, args.overrides, current, args.finished_only), jobs))
     not_run = [r for r in records if r.get("not_run")]

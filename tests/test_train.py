@@ -88,6 +88,20 @@ def test_one_update_has_the_same_gradient_however_it_is_micro_batched(tiny_overr
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
 
 
+def test_pure_ranking_loss_freezes_the_output_bias_and_mse_trains_it(tiny_overrides):
+    # a ranking loss ignores a common shift of the predictions: the bias would get only rounding noise,
+    # which Adam turns into lr-sized random steps (and runs that differ only in grouping would drift apart)
+    from pipeline import train as T
+    from pipeline.spaces import space_from_config
+
+    for mse, trainable in ((0.0, False), (1.0, True)):
+        cfg = _cfg(tiny_overrides, f"loss.mse_weight={mse}", "loss.rank_weight=1.0")
+        bias = T.build_objective(cfg, space_from_config(cfg.space), 10, 4).model.regressor.mlp[-1].bias
+        assert bias.requires_grad is trainable
+        if not trainable:
+            assert float(bias.abs().max()) == 0.0
+
+
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_overrides, tmp_path):
     full = train(_cfg(tiny_overrides, "run.name=full", "train.epochs=4"))
     part = train(_cfg(tiny_overrides, "run.name=resumed", "train.epochs=4"), stop_after_epoch=2)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.provenance import code_line
 from pipeline import distributed
 from pipeline import train as T
 from pipeline.config import load_config
@@ -245,7 +246,8 @@ def report(r: dict, argv: list[str]) -> str:
     lines = ["# One HyperNAS step, largest ViT-base architecture", "",
              f"`{cmd.strip()}` — {r['mode']} on {r['device']}. Architecture `{r['arch'][:40]}…` (embed 624, depth "
              f"16, MLP ratio 4, 10 heads, Q-K-V 640), paper profile (configs/vit.yaml), {r['precision']}, "
-             f"{r['images']} images at {r['image_size']} px, one architecture per step.", ""]
+             f"{r['images']} images at {r['image_size']} px, one architecture per step.", "",
+             r.get("code", code_line()), ""]
     if r["mode"] == "measured":
         lines += [f"- step: {r['step_s_median'] * 1000:.0f} ms (median of {r['steps']}); peak memory "
                   f"{r['peak_mem_gib']:.1f} GiB (checkpoint_blocks={r['checkpoint_blocks']})",

@@ -97,6 +97,15 @@ bench-data *ARGS: setup
 bench-zero-cost *ARGS: setup
     {{python}} -m benchmarks.zero_cost {{ARGS}}
 
+# Label stage: sample architectures of a space without a tabular benchmark, train each briefly on shards, write an arch-accuracy Parquet (args: data_prep.label's)
+label *ARGS: setup
+    {{python}} -m data_prep.label {{ARGS}}
+
+# End-to-end CPU check of a large space: label 64 MobileNetV3 archs (label stage, 2 workers, 32 px), train HyperNAS on 48 under torchrun with 2 ranks, tau on the other 16 -> prepared/tables/mobilenetv3.parquet, runs/
+e2e-mobilenetv3 *ARGS: setup prepare
+    {{python}} -m data_prep.label --space mobilenetv3 --set benchmark_width_mult=0.25 --set benchmark_image_size=32 --set benchmark_classes=10 --shards prepared/shards/cifar10 --num-archs 64 --epochs 1 --holdout 500 --train-images 500 --eval-images 500 --image-size 32 --workers 2 --out prepared/tables/mobilenetv3.parquet
+    {{python}} -m pipeline.launch torchrun --nproc_per_node 2 pipeline/train.py --config configs/mobilenetv3_cpu.yaml {{ARGS}}
+
 # One HyperNAS step on the largest ViT-base architecture (224 px, 128 images, bf16): --device cuda measures it; on the CPU it is projected from lower settings (~1 min) -> results/bench_vit/
 bench-vit *ARGS: setup
     {{python}} -m benchmarks.vit_step {{ARGS}}

@@ -40,10 +40,6 @@ from pipeline.utils.paths import REPO_ROOT
 METRICS = (("kendall_tau", "τ all", True), ("kendall_tau_unique", "τ unique unseen", True),
            ("top1_regret", "regret top-1 (pp)", False), ("top10_overlap_unique", "top-10 overlap", True),
            ("top50_overlap_unique", "top-50 overlap", True))
-PAPER = {  # METHOD.md §7, NB201 CIFAR-10, τ over all cells
-    "paper HyperNAS": {39: 0.667, 78: 0.677, 156: 0.765, 469: 0.836},
-    "paper NP": {39: 0.655, 78: 0.626, 156: 0.696, 469: 0.757},
-}
 
 
 def load_suite(path: Path) -> dict[str, Any]:
@@ -63,6 +59,10 @@ def load_suite(path: Path) -> dict[str, Any]:
                                            for m in members)):
             raise SystemExit(f"error: suite {str(path)!r}: method {name!r}: `blend` must be the only key and list "
                              f">= 2 trained methods of the suite")
+    paper = suite.setdefault("paper", {})  # reference τ rows: {row name: {training size: τ}}
+    if not isinstance(paper, dict) or not all(isinstance(r, dict) and all(isinstance(n, int) for n in r)
+                                              for r in paper.values()):
+        raise SystemExit(f"error: suite {str(path)!r}: `paper` must map row names to {{training size: tau}}")
     return suite
 
 
@@ -173,7 +173,8 @@ def paired(records: list[dict], a: str, b: str, size: int, key: str = "kendall_t
     return {**summarize_seeds(diffs), "diffs": diffs, "seeds": seeds, "wins": sum(d > 0 for d in diffs)}
 
 
-def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: list[list[str]]) -> tuple[dict, str]:
+def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: list[list[str]],
+              paper: dict[str, dict[int, float]] | None = None) -> tuple[dict, str]:
     table = {m: {n: {k: _stat(records, m, n, k) for k, _, _ in METRICS} for n in sizes} for m in methods}
     lines = []
     for key, title, higher in METRICS:
@@ -187,7 +188,7 @@ def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: 
                 cells.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f} ({st['n']})")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         if key == "kendall_tau":
-            for name, ref in PAPER.items():
+            for name, ref in (paper or {}).items():
                 lines.append(f"| {name} | " + " | ".join(f"{ref[n]:.3f}" if n in ref else "–" for n in sizes) + " |")
         lines.append("")
     diff_rows = {}
@@ -206,7 +207,7 @@ def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: 
     return {"table": table, "paired": diff_rows}, "\n".join(lines)
 
 
-def plot(table: dict, sizes: list[int], path: Path) -> None:
+def plot(table: dict, sizes: list[int], path: Path, paper: dict[str, dict[int, float]] | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -219,7 +220,7 @@ def plot(table: dict, sizes: list[int], path: Path) -> None:
                 ax.errorbar(ns, [by_size[n][key]["mean"] for n in ns], yerr=[by_size[n][key]["std"] for n in ns],
                             marker="o", capsize=3, label=m)
         if key == "kendall_tau":
-            for name, ref in PAPER.items():
+            for name, ref in (paper or {}).items():
                 ns = [n for n in sizes if n in ref]
                 ax.plot(ns, [ref[n] for n in ns], ls="--", marker="x", alpha=0.6, label=name)
         ax.set_xscale("log")
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for r in records if "error" not in r]
     atomic_write_text(out / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     pairs = [p for p in suite.get("pairs", []) if all(m in methods for m in p)]
-    table, md = summarize(records, methods, sizes, pairs)
+    table, md = summarize(records, methods, sizes, pairs, suite["paper"])
     commits = sorted({r["commit"] for r in records if r.get("commit")})
     reused = [r for r in records if r.get("reused")]
     cmd = " ".join(["python -m benchmarks.predictor", f"--suite {args.suite}", *(["--finished-only"] if args.finished_only else []), f"--sizes {','.join(map(str, sizes))}",
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "summary.md", text)
     atomic_write_json(out / "summary.json", {"command": cmd, "sizes": sizes, "seeds": seeds, "methods": methods,
                                              **table, "records": records})
-    plot(table["table"], sizes, out / "tau_vs_size.png")
+    plot(table["table"], sizes, out / "tau_vs_size.png", suite["paper"])
     print(text)
     return 1 if errors else 0
 

@@ -81,18 +81,22 @@ class HyperNASModel(nn.Module):
         self.feature_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
 
     def regress(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        if self.regressor is None:
+            raise RuntimeError("variant without a regressor cannot predict accuracy")
         if self.num_features:
             if features is None:
                 raise ValueError(f"this predictor takes {self.num_features} features per architecture; none given")
             h = torch.cat([h, (features.to(h.dtype) - self.feature_mean) / self.feature_std], -1)
         return self.regressor(h)
 
+    def embed(self, graphs: GraphBatch) -> torch.Tensor:
+        """Architecture embeddings (B, D) for scoring: no node embeddings kept, no dropout streams."""
+        h, _, _ = self.encoder(graphs, keep_nodes=False)
+        return h
+
     def predict(self, graphs: GraphBatch, features: torch.Tensor | None = None) -> torch.Tensor:
         """Standardised accuracy predictions (B,); the hypernetwork is not involved."""
-        if self.regressor is None:
-            raise RuntimeError("variant without a regressor cannot predict accuracy")
-        h, _, _ = self.encoder(graphs, keep_nodes=False)
-        return self.regress(h, features)
+        return self.regress(self.embed(graphs), features)
 
     # -- hypernetwork / target network -----------------------------------------------------------
     def template(self, arch: Hashable) -> TargetNet:

@@ -205,7 +205,7 @@ def summary_md(r: dict) -> str:
         f"`python -m benchmarks.data --jpegs {r['jpegs']} --workers {w} --load-images {r['args']['load_images']}`; "
         f"{r['cpus']} CPUs, load average {la0:.2f} at the start and {la1:.2f} at the end"
         + (" — **a loaded machine** (other jobs were running): the rates are lower bounds." if loaded else "."), "",
-        r.get("code", code_line()), "",
+        code_line() + ".", "",
         f"ImageNet-sized input: {r['jpegs']} generated 500×375 JPEGs, mean {r['mean_jpeg_bytes'] / 1e3:.0f} kB "
         "(ImageNet-1k train averages ~110 kB). CIFAR: the shared 5,000-image npz.", "",
         f"| what ({w} workers) | images/s (wall) | images per CPU-second | wall s | CPU s |", "|---|---|---|---|---|",

@@ -174,7 +174,7 @@ def paired(records: list[dict], a: str, b: str, size: int, key: str = "kendall_t
 
 
 def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: list[list[str]],
-              paper: dict[str, dict[int, float]] | None = None) -> tuple[dict, str]:
+              paper: dict[str, dict[int, float]]) -> tuple[dict, str]:
     table = {m: {n: {k: _stat(records, m, n, k) for k, _, _ in METRICS} for n in sizes} for m in methods}
     lines = []
     for key, title, higher in METRICS:
@@ -188,7 +188,7 @@ def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: 
                 cells.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f} ({st['n']})")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         if key == "kendall_tau":
-            for name, ref in (paper or {}).items():
+            for name, ref in paper.items():
                 lines.append(f"| {name} | " + " | ".join(f"{ref[n]:.3f}" if n in ref else "–" for n in sizes) + " |")
         lines.append("")
     diff_rows = {}
@@ -207,7 +207,7 @@ def summarize(records: list[dict], methods: list[str], sizes: list[int], pairs: 
     return {"table": table, "paired": diff_rows}, "\n".join(lines)
 
 
-def plot(table: dict, sizes: list[int], path: Path, paper: dict[str, dict[int, float]] | None = None) -> None:
+def plot(table: dict, sizes: list[int], path: Path, paper: dict[str, dict[int, float]]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -220,7 +220,7 @@ def plot(table: dict, sizes: list[int], path: Path, paper: dict[str, dict[int, f
                 ax.errorbar(ns, [by_size[n][key]["mean"] for n in ns], yerr=[by_size[n][key]["std"] for n in ns],
                             marker="o", capsize=3, label=m)
         if key == "kendall_tau":
-            for name, ref in (paper or {}).items():
+            for name, ref in paper.items():
                 ns = [n for n in sizes if n in ref]
                 ax.plot(ns, [ref[n] for n in ns], ls="--", marker="x", alpha=0.6, label=name)
         ax.set_xscale("log")

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pipeline.rundir import source_version
 
 
-def code_line(version: dict | None = None) -> str:
-    """`Code: commit abc1234567.` (with a note when pipeline/ had uncommitted edits), from
-    `pipeline.rundir.source_version()`; says so when the code is not a git checkout."""
-    version = source_version() if version is None else version
+def code_line() -> str:
+    """`Code: commit abc1234567` (+ a note when pipeline/ had uncommitted edits), from
+    `pipeline.rundir.source_version()`; no final period, so a summary can continue the sentence."""
+    version = source_version()
     if not version.get("git_commit"):
-        return "Code: not a git checkout (commit unknown)."
+        return "Code: not a git checkout (commit unknown)"
     dirty = " with uncommitted edits in pipeline/" if version.get("git_dirty_pipeline") else ""
-    return f"Code: commit {str(version['git_commit'])[:10]}{dirty}."
+    return f"Code: commit {str(version['git_commit'])[:10]}{dirty}"

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.provenance import code_line
 from pipeline.metrics import summarize_seeds
-from pipeline.rundir import source_version
 from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
 from pipeline.utils.paths import REPO_ROOT, repo_relative
 
@@ -231,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] FAILED {r['method']} seed {r['seed']}:\n{r['error']}", file=sys.stderr)
     records = [read_run(r, ref, args.threshold) for r in records if "error" not in r]
     table, md = summarize(records, methods, ref, args.threshold)
-    version = source_version()
     cmd = " ".join(["python -m benchmarks.search", f"--config {args.config}", f"--methods {args.methods}",
                     f"--seeds {','.join(map(str, seeds))}", f"--queries {args.queries}",
                     f"--threshold {args.threshold:g}", *args.overrides])
@@ -249,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
               f"ceiling ({ref['ceiling']:.2f}) is the `{ref['eval_label']}` of the table's best-by-"
               f"`{ref['train_label']}` cell: selecting by that label, no search can end higher. Search time: the "
               f"search's own rounds (training, evolution, queries; rounds.json), without process start-up.", "",
-              f"Code: commit {str(version.get('git_commit', '?'))[:10]}"
-              + (" with uncommitted edits in pipeline/" if version.get("git_dirty_pipeline") else "")
+              code_line()
               + (f"; {len(finished)} of {len(records)} searches were finished by an earlier invocation and "
                  f"are reported from their run directories ({names(finished)})" if finished else "")
               + (f"; {len(resumed)} continued an interrupted search ({names(resumed)})" if resumed else "")

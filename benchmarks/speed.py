@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     report: dict = {}
     lines = ["# Speed benchmark", "", f"`python -m benchmarks.speed {' '.join(argv if argv is not None else sys.argv[1:])}` "
-             f"on {torch.get_num_threads()} torch threads.", "", code_line(), ""]
+             f"on {torch.get_num_threads()} torch threads.", "", code_line() + ".", ""]
     run = Path(args.run)
     if (run / "checkpoints").is_dir():
         s = report["scoring"] = time_scoring(run)

@@ -247,7 +247,7 @@ def report(r: dict, argv: list[str]) -> str:
              f"`{cmd.strip()}` — {r['mode']} on {r['device']}. Architecture `{r['arch'][:40]}…` (embed 624, depth "
              f"16, MLP ratio 4, 10 heads, Q-K-V 640), paper profile (configs/vit.yaml), {r['precision']}, "
              f"{r['images']} images at {r['image_size']} px, one architecture per step.", "",
-             r.get("code", code_line()), ""]
+             code_line() + ".", ""]
     if r["mode"] == "measured":
         lines += [f"- step: {r['step_s_median'] * 1000:.0f} ms (median of {r['steps']}); peak memory "
                   f"{r['peak_mem_gib']:.1f} GiB (checkpoint_blocks={r['checkpoint_blocks']})",

@@ -2,7 +2,7 @@
 
 Each architecture is a sequence of S cell graphs. Many graphs repeat (an NB201 network repeats one
 cell 15 times; the reduction blocks are shared by every architecture), so the unique graphs are
-collated once with `torch_geometric.data.Batch` and densified with `to_dense_batch` / `to_dense_adj`;
+collated once (a PyG-style flat batch) and densified with `to_dense_batch` / `to_dense_adj`;
 an architecture is then a row of S graph ids. Selecting a minibatch is an index, so scoring the whole
 NB201 space needs no per-step Python graph building.
 
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 import torch
-from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from pipeline.spaces.base import CellGraph, SearchSpace
@@ -60,14 +59,21 @@ class GraphBatch:
 
 
 def collate_graphs(graphs: Sequence[CellGraph]) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyG-batch a list of cell graphs into dense (G, N) node types and (G, N, N) adjacency."""
-    data = [Data(x=torch.tensor(g.node_types, dtype=torch.long).unsqueeze(1),
-                 edge_index=torch.tensor(g.edges, dtype=torch.long).reshape(-1, 2).t().contiguous(),
-                 num_nodes=len(g.node_types)) for g in graphs]
-    batch = Batch.from_data_list(data)
-    types, mask = to_dense_batch(batch.x.squeeze(1), batch.batch, fill_value=PAD)
-    adj = to_dense_adj(batch.edge_index, batch.batch, max_num_nodes=types.shape[1],
-                       batch_size=len(graphs))
+    """Batch a list of cell graphs into dense (G, N) node types and (G, N, N) adjacency.
+
+    The flat node list, batch vector and offset edge index are what `Batch.from_data_list` would build,
+    made in one pass without a `Data` object per graph (that made building 20,000 DARTS cells ~2x slower);
+    torch-geometric's `to_dense_batch` / `to_dense_adj` densify them.
+    """
+    sizes = torch.tensor([len(g.node_types) for g in graphs], dtype=torch.long)
+    offsets = torch.cumsum(sizes, 0) - sizes
+    x = torch.tensor([t for g in graphs for t in g.node_types], dtype=torch.long)
+    batch = torch.repeat_interleave(torch.arange(len(graphs)), sizes)
+    counts = torch.tensor([len(g.edges) for g in graphs], dtype=torch.long)
+    edges = torch.tensor([e for g in graphs for e in g.edges], dtype=torch.long).reshape(-1, 2)
+    edge_index = (edges + torch.repeat_interleave(offsets, counts)[:, None]).t().contiguous()
+    types, _ = to_dense_batch(x, batch, fill_value=PAD, batch_size=len(graphs))
+    adj = to_dense_adj(edge_index, batch, max_num_nodes=types.shape[1], batch_size=len(graphs))
     return types, adj
 
 

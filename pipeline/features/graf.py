@@ -11,7 +11,7 @@ form, and for each subset A of the space's cell ops (`space.cell_ops`):
 plus the count of each op, and whatever `space.extra_features(arch)` adds (NB201: the op on each edge,
 one-hot). Inputs are the graph's source nodes, outputs its sink nodes. Spaces with many ops (> 4) use
 the subsets of size 1, 2, n−1 and n, not all 2^n − 1. All of it is plain dynamic programming over the
-DAG (edges go from lower to higher node index), so it costs microseconds per cell.
+DAG (edges go from lower to higher node index), vectorised over cells and subsets.
 """
 from __future__ import annotations
 
@@ -32,43 +32,64 @@ def op_subsets(ops: Sequence[str]) -> list[tuple[str, ...]]:
 
 def cell_features(graph: CellGraph, vocab: Sequence[str], ops: Sequence[str],
                   subsets: Sequence[tuple[str, ...]]) -> list[float]:
-    n = len(graph.node_types)
-    names = [vocab[t] for t in graph.node_types]
-    preds: list[list[int]] = [[] for _ in range(n)]
-    succs: list[list[int]] = [[] for _ in range(n)]
-    for s, d in graph.edges:
-        preds[d].append(s)
-        succs[s].append(d)
-    sources = [v for v in range(n) if not preds[v]]
-    sinks = [v for v in range(n) if not succs[v] and preds[v]]
-    is_end = [v in sources or v in sinks for v in range(n)]
-    out = [float(sum(nm == op for nm in names)) for op in ops]
-    inf = float("inf")
-    for subset in subsets:
-        allowed = [is_end[v] or names[v] in subset for v in range(n)]
-        shortest = [inf] * n
-        most = [-inf] * n
-        paths = [0] * n
-        for v in range(n):  # topological order
-            if v in sources:
-                shortest[v], most[v], paths[v] = 0.0, 0.0, 1
-                continue
-            mine = 0.0 if is_end[v] else 1.0
-            hit = 1.0 if (not is_end[v] and names[v] in subset) else 0.0
-            for p in preds[v]:
-                most[v] = max(most[v], most[p] + hit)
-                if allowed[v]:
-                    shortest[v] = min(shortest[v], shortest[p] + mine)
-                    paths[v] += paths[p]
-            if not allowed[v]:
-                shortest[v], paths[v] = inf, 0
-        s_min = min((shortest[v] for v in sinks), default=inf)
-        s_max = max((most[v] for v in sinks), default=-inf)
-        out += [s_min if s_min < inf else float(n + 1), s_max if s_max > -inf else 0.0,
-                float(sum(paths[v] for v in sinks)),
-                float(sum(1 for v in sources for w in succs[v] if not is_end[w] and names[w] in subset)),
-                float(sum(1 for v in sinks for w in preds[v] if not is_end[w] and names[w] in subset))]
-    return out
+    """One cell's features (counts, then 5 per subset), as `graph_features` computes them in batches."""
+    return graph_features([graph], vocab, ops, subsets)[0].tolist()
+
+
+def graph_features(graphs: Sequence[CellGraph], vocab: Sequence[str], ops: Sequence[str],
+                   subsets: Sequence[tuple[str, ...]], chunk: int = 2048) -> np.ndarray:
+    """(len(graphs), len(ops) + 5 * len(subsets)) features, `chunk` graphs at a time."""
+    col_of_type = np.array([list(ops).index(t) if t in ops else len(ops) for t in vocab], dtype=np.int64)
+    masks = np.array([[op in a for op in ops] + [False] for a in subsets], dtype=bool).reshape(len(subsets), -1)
+    parts = [_chunk_features(graphs[i:i + chunk], col_of_type, masks) for i in range(0, len(graphs), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(ops) + 5 * len(subsets)))
+
+
+def _chunk_features(graphs: Sequence[CellGraph], col_of_type: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    # The dynamic programming runs node by node (topological order: edges go from lower to higher index),
+    # each step vectorised over graphs (padded to the largest) x subsets: a Python loop per graph and
+    # subset cost ~1 ms per cell, 90 % of the time of scoring 10,000 DARTS genotypes.
+    g_n, n_ops = len(graphs), masks.shape[1] - 1
+    sizes = np.array([len(g.node_types) for g in graphs])
+    n = int(sizes.max())
+    node_op = np.full((g_n, n), n_ops, dtype=np.int64)  # padding nodes: no op, no edges
+    edges = [(i, s, d) for i, g in enumerate(graphs) for s, d in g.edges]
+    adj = np.zeros((g_n, n, n), dtype=np.int64)        # edge multiplicities (a repeated edge counts twice)
+    for i, g in enumerate(graphs):
+        node_op[i, :sizes[i]] = col_of_type[list(g.node_types)]
+    if edges:
+        np.add.at(adj, tuple(np.array(edges).T), 1)
+    has_pred, has_succ = adj.sum(1) > 0, adj.sum(2) > 0
+    source = ~has_pred & (np.arange(n) < sizes[:, None])
+    sink = ~has_succ & has_pred
+    is_end = source | sink
+    member = masks.T[node_op].transpose(0, 2, 1)                        # (G, S, N): op in subset
+    hit = (member & ~is_end[:, None, :]).astype(np.float64)              # an op node of the subset
+    allowed = member | is_end[:, None, :]                               # a path may pass through it
+    inf = np.inf
+    shortest = np.full(member.shape, inf)   # fewest op nodes on an allowed path from a source
+    most = np.full(member.shape, -inf)      # most subset op nodes on any path from a source
+    paths = np.zeros(member.shape)          # allowed paths from the sources (float64: exact below 2^53)
+    for v in range(n):
+        if v:
+            a = adj[:, :v, v]
+            linked = (a > 0)[:, None, :]
+            step = (~is_end[:, v]).astype(np.float64)[:, None]
+            most[:, :, v] = np.where(linked, most[:, :, :v], -inf).max(-1) + hit[:, :, v]
+            ok = allowed[:, :, v]
+            shortest[:, :, v] = np.where(ok, np.where(linked, shortest[:, :, :v], inf).min(-1) + step, inf)
+            paths[:, :, v] = np.where(ok, (paths[:, :, :v] * a[:, None, :]).sum(-1), 0.0)
+        src = source[:, v]
+        shortest[src, :, v], most[src, :, v], paths[src, :, v] = 0.0, 0.0, 1.0
+    at_sink = sink[:, None, :]
+    s_min = np.where(at_sink, shortest, inf).min(-1)
+    s_max = np.where(at_sink, most, -inf).max(-1)
+    from_sources = (adj * source[:, :, None]).sum(1)[:, None, :]   # edges from a source into each node
+    into_sinks = (adj * sink[:, None, :]).sum(2)[:, None, :]       # edges from each node into a sink
+    per_subset = np.stack([np.where(s_min < inf, s_min, (sizes + 1.0)[:, None]), np.where(s_max > -inf, s_max, 0.0),
+                           (paths * at_sink).sum(-1), (hit * from_sources).sum(-1), (hit * into_sinks).sum(-1)], -1)
+    counts = np.eye(n_ops + 1)[node_op].sum(1)[:, :n_ops]
+    return np.concatenate([counts, per_subset.reshape(g_n, -1)], 1)
 
 
 def feature_names(ops: Sequence[str], subsets: Sequence[tuple[str, ...]]) -> list[str]:
@@ -86,22 +107,18 @@ def graf_features(space, archs: Sequence[Hashable], table=None) -> FeatureBlock:
     ops = tuple(space.cell_ops)
     subsets = op_subsets(ops)
     per_cell = feature_names(ops, subsets)
-    cache: dict[CellGraph, list[float]] = {}
-    cells, extras = [], []
-    for arch in archs:
-        rows = []
-        for g in space.encode(arch, "cell"):
-            if g not in cache:
-                cache[g] = cell_features(g, space.node_vocab, ops, subsets)
-            rows.append(cache[g])
-        cells.append(rows)
-        extras.append(space.extra_features(arch))
+    encoded = [space.encode(arch, "cell") for arch in archs]
+    unique = list(dict.fromkeys(g for gs in encoded for g in gs))  # each distinct cell graph once
+    index = {g: i for i, g in enumerate(unique)}
+    by_graph = graph_features(unique, space.node_vocab, ops, subsets)
+    cells = [[by_graph[index[g]] for g in gs] for gs in encoded]
+    extras = [space.extra_features(arch) for arch in archs]
     longest = max((len(r) for r in cells), default=0)
     varying = any(len(r) != longest for r in cells)
     extra_names = list(extras[0]) if extras else []
     values = np.zeros((len(archs), longest * len(per_cell) + len(extra_names) + int(varying)))
     for i, (rows, extra) in enumerate(zip(cells, extras)):
-        flat = [v for row in rows for v in row]
+        flat = np.concatenate(rows) if rows else []
         values[i, :len(flat)] = flat
         values[i, longest * len(per_cell):longest * len(per_cell) + len(extra_names)] = list(extra.values())
         if varying:

@@ -1,9 +1,13 @@
 """GRAF-style graph features, computed from the space's own cell graphs."""
+import random
+from typing import Sequence
+
 import numpy as np
+import pytest
 
 from pipeline.features import compute_features
-from pipeline.features.graf import cell_features, op_subsets
-from pipeline.spaces import get_space
+from pipeline.features.graf import cell_features, graph_features, op_subsets
+from pipeline.spaces import SPACES, get_space
 from pipeline.spaces.base import CellGraph
 
 VOCAB = ("input", "output", "a", "b")
@@ -66,3 +70,68 @@ def test_cost_and_zero_cost_feature_sets(tmp_path):
     with pytest.raises(DataError, match="no zc_"):
         pq.write_table(pa.table({"arch": texts, "acc": [90.0, 40.0]}), tmp_path / "n.parquet")
         compute_features(["zc"], space, archs, load_table(tmp_path / "n.parquet"))
+
+
+# The per-subset loop the vectorised cell_features replaced, kept as the reference it must equal.
+def reference_cell_features(graph: CellGraph, vocab: Sequence[str], ops: Sequence[str],
+                  subsets: Sequence[tuple[str, ...]]) -> list[float]:
+    n = len(graph.node_types)
+    names = [vocab[t] for t in graph.node_types]
+    preds: list[list[int]] = [[] for _ in range(n)]
+    succs: list[list[int]] = [[] for _ in range(n)]
+    for s, d in graph.edges:
+        preds[d].append(s)
+        succs[s].append(d)
+    sources = [v for v in range(n) if not preds[v]]
+    sinks = [v for v in range(n) if not succs[v] and preds[v]]
+    is_end = [v in sources or v in sinks for v in range(n)]
+    out = [float(sum(nm == op for nm in names)) for op in ops]
+    inf = float("inf")
+    for subset in subsets:
+        allowed = [is_end[v] or names[v] in subset for v in range(n)]
+        shortest = [inf] * n
+        most = [-inf] * n
+        paths = [0] * n
+        for v in range(n):  # topological order
+            if v in sources:
+                shortest[v], most[v], paths[v] = 0.0, 0.0, 1
+                continue
+            mine = 0.0 if is_end[v] else 1.0
+            hit = 1.0 if (not is_end[v] and names[v] in subset) else 0.0
+            for p in preds[v]:
+                most[v] = max(most[v], most[p] + hit)
+                if allowed[v]:
+                    shortest[v] = min(shortest[v], shortest[p] + mine)
+                    paths[v] += paths[p]
+            if not allowed[v]:
+                shortest[v], paths[v] = inf, 0
+        s_min = min((shortest[v] for v in sinks), default=inf)
+        s_max = max((most[v] for v in sinks), default=-inf)
+        out += [s_min if s_min < inf else float(n + 1), s_max if s_max > -inf else 0.0,
+                float(sum(paths[v] for v in sinks)),
+                float(sum(1 for v in sources for w in succs[v] if not is_end[w] and names[w] in subset)),
+                float(sum(1 for v in sinks for w in preds[v] if not is_end[w] and names[w] in subset))]
+    return out
+
+
+
+def _random_dag(rng: random.Random, vocab_size: int) -> CellGraph:
+    n = rng.randint(2, 9)
+    edges = tuple(sorted({(s, d) for s in range(n) for d in range(s + 1, n) if rng.random() < 0.35}))
+    return CellGraph(tuple(rng.randrange(vocab_size) for _ in range(n)), edges)
+
+
+@pytest.mark.parametrize("name", [n for n in SPACES.names() if SPACES.get(n).cell_ops])
+def test_vectorised_features_equal_the_per_subset_loop(name):
+    space = get_space(name)
+    ops, vocab = tuple(space.cell_ops), space.node_vocab
+    subsets = op_subsets(ops)
+    rng = random.Random(0)
+    graphs = [g for _ in range(30) for g in space.encode(space.sample(rng), "cell")]
+    graphs += [_random_dag(rng, len(vocab)) for _ in range(200)]  # several sources / sinks, isolated nodes
+    expected = [reference_cell_features(g, vocab, ops, subsets) for g in graphs]
+    # one batch padded to the largest graph, and chunks that split it unevenly
+    for chunk in (len(graphs), 7):
+        got = graph_features(graphs, vocab, ops, subsets, chunk=chunk)
+        for g, row, want in zip(graphs, got.tolist(), expected):
+            assert row == want, g

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 
+from benchmarks.provenance import code_line
 from pipeline.metrics import summarize_seeds
 from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
 from pipeline.utils.paths import REPO_ROOT
@@ -50,7 +51,9 @@ def run(profile: str, seed: int, epochs: int, archs: int, size: int, out: Path) 
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
     s = json.loads((run_dir / "results.json").read_text())
-    return {"profile": profile, "seed": seed, "tau_acc": s["kendall_tau_generated_acc"],
+    env = json.loads((run_dir / "env.json").read_text())
+    made_by = str(env.get("git_commit") or "unknown")[:10] + (" (uncommitted edits)" if env.get("git_dirty_pipeline") else "")
+    return {"profile": profile, "name": name, "made_by": made_by, "seed": seed, "tau_acc": s["kendall_tau_generated_acc"],
             "tau_loss": s["kendall_tau_generated_loss"], "aux_acc": s["generated_aux_acc_mean"],
             "update_time_s": s["update_time_s"], "archs": s["hyper_archs"]}
 
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
              f"HyperNAS-H trained {args.epochs} epochs on {args.size} cells; the generated networks of {args.archs} "
              "sampled cells are scored on held-out CIFAR-10 images. τ: Kendall τ of the generated networks' "
              "accuracy (loss: of minus their cross-entropy) against the cells' true test accuracy.", "",
+             code_line() + "; a run whose results.json exists is reused: "
+             + ", ".join(f"{r['name']} made by {r['made_by']}" for r in rows) + ".", "",
              "| profile | target C, cells/stage, images, px | τ (generated accuracy) | τ (generated loss) | "
              "generated aux accuracy | s/update (10 archs) |", "|---|---|---|---|---|---|"]
     summary = {}

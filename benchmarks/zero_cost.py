@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.provenance import code_line
 from pipeline.errors import UserError
 from pipeline.utils.io import atomic_path, atomic_write_json, atomic_write_text
 from pipeline.utils.paths import repo_relative
@@ -151,19 +152,21 @@ def summary_markdown(s: dict[str, Any]) -> str:
         both = "—" if x is None else f"{e['ours_vs_label_shared']:.3f} / {e['reference_vs_label']:.3f}"
         lines.append(f"| {name} | {e['spearman']:.3f} | {e['kendall']:.3f} | {cross} | {both} | "
                      f"{e['seconds_own']:.4f} | {e['seconds_standalone']:.4f} |")
+    if s.get("not_scored"):
+        lines += ["", "Registered proxies not scored by this run: " + ", ".join(s["not_scored"]) + "."]
     lines += ["", f"Time per architecture, all proxies together: {s['seconds_per_arch_total']:.3f} s (shared work: "
               + ", ".join(f"{k} {v:.4f} s" for k, v in s["shared_seconds_per_arch"].items())
               + "). *own* = the proxy's own work; *standalone* = own + the shared work it uses. Wall seconds "
               "on a shared machine: compare them with each other, not across machines."]
     if s["predictors_156"]:
         lines += ["", f"Project predictors trained on 156 cells (`{s['predictor_summary']}`; over all 15,625 cells, "
-                  "mean over seeds):", "", "| predictor | Spearman | Kendall | seeds |", "|---|---|---|---|"]
+                  "mean over seeds; that file names the commits of its runs):", "", "| predictor | Spearman | Kendall | seeds |", "|---|---|---|---|"]
         lines += [f"| {n} | {rho:.3f} | {tau:.3f} ± {sd:.3f} | {k} |" for n, rho, tau, sd, k in s["predictors_156"]]
     lines += ["", "Paper (supplement Table 6, ParZC setup), Spearman / Kendall: "
               + ", ".join(f"{k} {v[0]:.2f} / {v[1]:.2f}" for k, v in PAPER.items()) + "."]
     if s["reused_chunks"]:
         lines += ["", f"{s['reused_chunks']} of {s['chunks']} chunks were reused from an earlier run of the same settings."]
-    lines += ["", f"Command: `{s['command']}`", ""]
+    lines += ["", f"Command: `{s['command']}`", "", s.get("code", "Code: not recorded") + ".", ""]
     return "\n".join(lines)
 
 
@@ -219,6 +222,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                "chunks": -(-report["n"] // args.chunk), "reused_chunks": reused,
                "predictor_summary": repo_relative(pred_path), "predictors_156": predictor_rows(pred_path),
                "paper": PAPER, "crosscheck_reference": report["crosscheck_reference"],
+               "not_scored": [n for n in PROXIES.names() if n not in proxies], "code": code_line(),
                "command": "python -m benchmarks.zero_cost " + " ".join(argv)}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", summary_markdown(summary))

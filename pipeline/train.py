@@ -78,11 +78,8 @@ def build_objective(cfg: Config, space: SearchSpace, num_classes: int, num_featu
     if model.regressor is not None and cfg.loss.mse_weight == 0:
         # A pure ranking loss does not change when every prediction shifts by a constant, so the output
         # bias would get only float-rounding noise as gradient, and Adam normalises noise into lr-sized
-        # random steps (different on every machine and split). It stays at its init value, 0.
-        out_bias = model.regressor.mlp[-1].bias
-        with torch.no_grad():
-            out_bias.zero_()
-        out_bias.requires_grad_(False)
+        # random steps (different on every machine and split). It stays at 0.
+        model.regressor.freeze_output_bias()
     objective = Objective(model, None, cfg.loss.mse_weight, cfg.loss.rank_weight, cfg.model.hyper.encoder_grad)
     objective.weighting = build_weighting(cfg.loss.weighting, tasks, chance=objective.chance_losses(), **settings)
     return objective

@@ -16,5 +16,12 @@ class Regressor(nn.Module):
         blocks.append(nn.Linear(d, 1))
         self.mlp = nn.Sequential(*blocks)
 
+    def freeze_output_bias(self) -> None:
+        """Fix the output bias at 0 (for losses that ignore a common shift of the predictions)."""
+        bias = self.mlp[-1].bias
+        with torch.no_grad():
+            bias.zero_()
+        bias.requires_grad_(False)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.mlp(h).squeeze(-1)

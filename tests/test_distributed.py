@@ -56,14 +56,17 @@ def _assert_trained_alike(a: dict, b: dict, updates: int) -> None:
 
     Their gradients agree to float rounding (tests/test_train.py checks one update to 1e-5), but Adam
     divides each gradient by its own running RMS, so an entry whose gradient is ~0 (a ReLU unit that is
-    barely alive, its pre-activation at 0 +- rounding) turns rounding into a step of up to LR. Such
-    entries are a handful; a grouping bug (a rank ranking only its own rows, a wrong accumulation
-    divisor, a dropout mask drawn per micro-batch) changes the direction of almost every step."""
+    barely alive, its pre-activation at 0 +- rounding) turns rounding into a step of up to LR, and with the
+    default micro-batch the forwards run 4 vs 2 architectures per GEMM, whose rounding differs from one CPU
+    (kernel path) to another: measured 15 entries > 1e-5 on one machine, 1,022 of 47,645 (max 2.2e-4, 3
+    entries > LR/10) on another. The test therefore counts entries off by more than a tenth of one Adam
+    step: a grouping bug (a rank ranking only its own rows, an aux batch or dropout mask drawn per
+    micro-batch) turns the direction of most steps, i.e. moves most entries by ~LR per update."""
     assert a.keys() == b.keys()
     diff = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
-    off = int((diff > 1e-5).sum())
-    print(f"max |param diff| after {updates} updates = {float(diff.max()):.3g}; "
-          f"{off} of {diff.numel()} entries differ by > 1e-5")
+    off = int((diff > 0.1 * LR).sum())
+    print(f"max |param diff| after {updates} updates = {float(diff.max()):.3g}; {int((diff > 1e-5).sum())} of "
+          f"{diff.numel()} entries differ by > 1e-5, {off} by > LR/10")
     assert off <= max(1e-3 * diff.numel(), 1), off
     assert float(diff.max()) <= updates * LR
 

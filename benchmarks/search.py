@@ -87,7 +87,8 @@ def _queries_done(run_dir: Path) -> int:
 
 
 def reference(args) -> dict[str, Any]:
-    """Optima (and the eval label of the train-label optimum) over the architectures the searches may propose (the constraints applied)."""
+    """Optima, and the eval label of the train-label optimum, over the architectures the searches may
+    propose (the constraints applied)."""
     from pipeline.search.config import load_search_config
     from pipeline.search.loop import prepare
     # method random checks nothing of its own: each method's checks run in main, the data's here

@@ -74,7 +74,7 @@ def test_cost_and_zero_cost_feature_sets(tmp_path):
 
 # The per-subset loop the vectorised cell_features replaced, kept as the reference it must equal.
 def reference_cell_features(graph: CellGraph, vocab: Sequence[str], ops: Sequence[str],
-                  subsets: Sequence[tuple[str, ...]]) -> list[float]:
+                            subsets: Sequence[tuple[str, ...]]) -> list[float]:
     n = len(graph.node_types)
     names = [vocab[t] for t in graph.node_types]
     preds: list[list[int]] = [[] for _ in range(n)]
@@ -112,7 +112,6 @@ def reference_cell_features(graph: CellGraph, vocab: Sequence[str], ops: Sequenc
                 float(sum(1 for v in sources for w in succs[v] if not is_end[w] and names[w] in subset)),
                 float(sum(1 for v in sinks for w in preds[v] if not is_end[w] and names[w] in subset))]
     return out
-
 
 
 def _random_dag(rng: random.Random, vocab_size: int) -> CellGraph:
